@@ -1,0 +1,3 @@
+from edaenv.cli.app import main
+
+main()

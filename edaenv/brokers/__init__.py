@@ -1,0 +1,1 @@
+"""Broker adapters: one small Protocol (base.py), one flat module per broker."""

@@ -1,0 +1,77 @@
+"""The one interface every broker adapter implements (kafka.py also serves redpanda).
+
+Adapters speak bytes and CloudEvents attributes; they know nothing of contracts or the outbox.
+Each maps `Message.attributes` to its protocol binding's header names (Kafka `ce_*`, AMQP
+`cloudEvents_*`, NATS `ce-*`) and back, so a `Delivery` read by `tail` carries the same
+attribute names whichever broker it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect: from edaenv.yaml + .env on the host, from env in containers."""
+
+    broker: str  # kafka | redpanda | rabbitmq | nats
+    url: str  # kafka: "host:port"; rabbitmq: amqp://user:pass@host:port/%2F; nats: nats://u:p@h:p
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    key: str  # the aggregate id: Kafka key, RabbitMQ routing key, last NATS subject token
+    value: bytes
+    attributes: dict[str, str] = field(default_factory=dict)  # CloudEvents attrs + extensions
+    headers: dict[str, str] = field(default_factory=dict)  # other headers, sent as they are
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    key: str
+    value: bytes
+    attributes: dict[str, str]
+    headers: dict[str, str]
+    position: dict[str, Any]  # e.g. {"partition": 0, "offset": 12} or {"stream": "ORDERS", "seq": 5}
+
+
+class Subscription(Protocol):
+    """A consumer-group style subscription with explicit acknowledgement (at-least-once)."""
+
+    def fetch(self, max_messages: int, timeout: float) -> list[Delivery]: ...
+
+    def ack(self, delivery: Delivery) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Broker(Protocol):
+    name: str
+
+    def ensure_topology(self, topics: Sequence[str]) -> None:
+        """Create topics/streams/exchanges and their dead-letter counterparts; idempotent."""
+
+    def publish(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """Send a batch and wait for the broker's acknowledgement of every message, in order per
+        key. Returns each message's position. Raises BrokerError if any was not acknowledged."""
+        ...
+
+    def tail(self, topic: str, *, from_beginning: bool, follow: bool,
+             idle_timeout: float) -> Iterator[Delivery]:
+        """Read without side effects: no committed offsets, nothing taken from a queue."""
+        ...
+
+    def subscribe(self, topic: str, group: str) -> Subscription: ...
+
+    def publish_dead_letter(self, topic: str, delivery: Delivery,
+                            headers: dict[str, str]) -> dict[str, Any]:
+        """Send a delivery to the topic's dead-letter counterpart with extra headers."""
+        ...
+
+    def close(self) -> None: ...

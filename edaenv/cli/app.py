@@ -1,0 +1,69 @@
+"""The root of the CLI: global options, the command groups, and the one error boundary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edaenv import __version__
+from edaenv.cli import common, events, faults, lifecycle, outbox, stack
+from edaenv.errors import EdaenvError
+
+app = typer.Typer(
+    name="edaenv",
+    help="Local and CI stacks for event-driven architecture: a broker, Postgres with a "
+         "transactional outbox, tracing and metrics, from one edaenv.yaml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edaenv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Path to edaenv.yaml (default: found by walking up from here).",
+        envvar="EDAENV_CONFIG")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    common.state.config_path = config
+    common.state.debug = debug
+
+
+for group in (stack, lifecycle, events, outbox, faults):
+    group.register(app)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(prog_name="edaenv")
+    except EdaenvError as exc:
+        if debug:
+            raise
+        from edaenv import console
+
+        console.error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last resort: a bug, reported without a traceback
+        if debug:
+            raise
+        from edaenv import console
+
+        console.error(EdaenvError(f"unexpected {type(exc).__name__}: {exc}",
+                                  hint="run again with --debug for the traceback, and report it"))
+        sys.exit(1)

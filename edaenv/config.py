@@ -1,0 +1,358 @@
+"""edaenv.yaml: the single source of truth of a stack. Loading, validation, derived values.
+
+Every validation error names the file, the line and the key, and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edaenv.errors import ConfigError
+
+CONFIG_NAME = "edaenv.yaml"
+BROKERS = ("kafka", "redpanda", "rabbitmq", "nats")
+COMPONENTS = ("postgres", "outbox", "consumer", "jaeger", "prometheus", "grafana")
+# component -> the components it cannot work without
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "outbox": ("postgres",),
+    "consumer": ("postgres",),
+    "grafana": ("prometheus",),
+}
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+BROKER_PORTS: dict[str, dict[str, int]] = {
+    "kafka": {"kafka": 9092},
+    "redpanda": {"kafka": 9092, "admin": 9644},
+    "rabbitmq": {"amqp": 5672, "management": 15672},
+    "nats": {"client": 4222, "monitor": 8222},
+}
+SERVICE_PORTS: dict[str, dict[str, int]] = {
+    "postgres": {"postgres": 5432},
+    "relay": {"metrics": 9464},
+    "consumer": {"metrics": 9465},
+    "jaeger": {"ui": 16686, "otlp-grpc": 4317, "otlp-http": 4318},
+    "prometheus": {"http": 9090},
+    "grafana": {"http": 3000},
+}
+DEFAULT_IMAGES: dict[str, str] = {
+    "broker-kafka": "apache/kafka:4.1.0",
+    "broker-redpanda": "redpandadata/redpanda:v25.2.10",
+    "broker-rabbitmq": "rabbitmq:4.1-management",
+    "broker-nats": "nats:2.11-alpine",
+    "postgres": "postgres:17",
+    "jaeger": "cr.jaegertracing.io/jaegertracing/jaeger:2.9.0",
+    "prometheus": "prom/prometheus:v3.5.0",
+    "grafana": "grafana/grafana:12.1.1",
+    "python": "python:3.12-slim",
+}
+# Keys an `images:` override may name: service roles, plus `python` (base of relay/consumer).
+IMAGE_KEYS = ("broker", "postgres", "jaeger", "prometheus", "grafana", "python")
+TOP_KEYS = ("version", "project", "broker", "components", "ports", "images", "scaffold")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    project: str
+    broker: str
+    components: frozenset[str]
+    port_offset: int = 0
+    port_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
+    scaffold: str = "eda"
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def scaffold_dir(self) -> Path:
+        return self.root / self.scaffold
+
+    @property
+    def compose_file(self) -> Path:
+        return self.scaffold_dir / "compose.yaml"
+
+    @property
+    def generated_dir(self) -> Path:
+        return self.scaffold_dir / ".generated"
+
+    @property
+    def env_file(self) -> Path:
+        return self.scaffold_dir / ".env"
+
+    def has(self, component: str) -> bool:
+        return component in self.components
+
+    def services(self) -> list[str]:
+        """The stack's services, in start-up order. Names are roles, the same for every broker."""
+        wanted = {
+            "broker": True,
+            "postgres": self.has("postgres"),
+            "relay": self.has("outbox"),
+            "consumer": self.has("consumer"),
+            "jaeger": self.has("jaeger"),
+            "prometheus": self.has("prometheus"),
+            "grafana": self.has("grafana"),
+        }
+        return [name for name, on in wanted.items() if on]
+
+    def container_ports(self, service: str) -> dict[str, int]:
+        if service == "broker":
+            return dict(BROKER_PORTS[self.broker])
+        return dict(SERVICE_PORTS[service])
+
+    def ports(self) -> dict[str, dict[str, int]]:
+        """Host ports, offset applied: service -> port name -> port on 127.0.0.1."""
+        result: dict[str, dict[str, int]] = {}
+        for service in self.services():
+            ports = self.container_ports(service)
+            ports.update(self.port_overrides.get(service, {}))
+            result[service] = {name: port + self.port_offset for name, port in ports.items()}
+        return result
+
+    def image(self, key: str) -> str:
+        """The image of a service role (or `python`), honouring overrides."""
+        if key in self.images:
+            return self.images[key]
+        return DEFAULT_IMAGES[f"broker-{self.broker}" if key == "broker" else key]
+
+
+def find_config(start: Path | None = None) -> Path:
+    """edaenv.yaml in this directory or the nearest parent, like git finds .git."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any parent directory",
+        hint="run `edaenv init` in your repository, or pass --config PATH",
+    )
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = find_config() if path is None else path
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist", hint="check --config, or run `edaenv init`")
+    return parse_config(path.read_text(encoding="utf-8"), path.resolve(), display=_display(path))
+
+
+def parse_config(text: str, path: Path, display: str | None = None) -> Config:
+    return _Validator(text, path, display or path.name).config()
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def safe_project_name(name: str) -> str:
+    """A directory name made safe for a compose project name."""
+    safe = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")
+    return safe or "edaenv"
+
+
+class _Validator:
+    def __init__(self, text: str, path: Path, display: str):
+        self.path = path
+        self.display = display
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(
+                f"not valid YAML: {problem}",
+                where=f"{display}{line}",
+                hint="fix the YAML syntax (indentation, colons, quotes) at that line",
+            ) from None
+        self.lines: dict[tuple[str, ...], int] = {}
+        if node is not None:
+            self._index(node, ())
+        self.data: Any = data
+
+    def _index(self, node: yaml.Node, at: tuple[str, ...]) -> None:
+        self.lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*at, str(key.value))
+                self._index(value, child)
+                self.lines[child] = key.start_mark.line + 1
+
+    def fail(self, at: tuple[str, ...], message: str, hint: str) -> ConfigError:
+        line = self.lines.get(at) or self.lines.get(at[:-1]) or 1
+        return ConfigError(message, where=f"{self.display}:{line}", hint=hint)
+
+    def mapping(self, value: Any, at: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(at, f"'{_key(at)}' must be a mapping, got {_kind(value)}",
+                            hint=f"write it as `key: value` lines; allowed keys: {', '.join(allowed)}")
+        for key in value:
+            if str(key) not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                guess = f"did you mean '{close[0]}'? " if close else ""
+                where = "the top level" if not at else f"'{_key(at)}'"
+                raise self.fail((*at, str(key)), f"unknown key '{key}' in {where}",
+                                hint=f"{guess}allowed keys: {', '.join(allowed)}")
+        return {str(k): v for k, v in value.items()}
+
+    def integer(self, value: Any, at: tuple[str, ...], hint: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(at, f"'{_key(at)}' must be an integer, got {_kind(value)}", hint=hint)
+        return value
+
+    def string(self, value: Any, at: tuple[str, ...], hint: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(at, f"'{_key(at)}' must be a non-empty string, got {_kind(value)}",
+                            hint=hint)
+        return value
+
+    def config(self) -> Config:
+        top = self.mapping(self.data, (), TOP_KEYS)
+        version = top.get("version", 1)
+        if version != 1:
+            raise self.fail(("version",), f"unsupported config version {version!r}",
+                            hint="this edaenv reads `version: 1`; upgrade edaenv for newer files")
+
+        project = self.string(top.get("project"), ("project",),
+                              hint="set `project: <name>` (lowercase letters, digits, - and _)")
+        if not PROJECT_NAME.match(project):
+            raise self.fail(("project",), f"'{project}' cannot be a compose project name",
+                            hint=f"use lowercase letters, digits, '-' and '_', starting with a "
+                                 f"letter or digit, e.g. '{safe_project_name(project)}'")
+
+        broker = self.string(top.get("broker", "kafka"), ("broker",),
+                             hint=f"use one of: {', '.join(BROKERS)}")
+        if broker not in BROKERS:
+            raise self.fail(("broker",), f"unknown broker '{broker}'",
+                            hint=f"use one of: {', '.join(BROKERS)}")
+
+        components = self._components(top.get("components"))
+        offset, overrides = self._ports(top.get("ports"), broker)
+        images = self._images(top.get("images"))
+        scaffold = self.string(top.get("scaffold", "eda"), ("scaffold",),
+                               hint="a directory relative to edaenv.yaml, e.g. `scaffold: eda`")
+        if Path(scaffold).is_absolute() or ".." in Path(scaffold).parts:
+            raise self.fail(("scaffold",), f"'scaffold' must stay inside the repository: {scaffold}",
+                            hint="use a relative path without '..', e.g. `scaffold: eda`")
+
+        config = Config(path=self.path, project=project, broker=broker,
+                         components=components, port_offset=offset,
+                         port_overrides=overrides, images=images, scaffold=scaffold)
+        self._check_ports(config)
+        return config
+
+    def _components(self, value: Any) -> frozenset[str]:
+        at = ("components",)
+        raw = self.mapping(value, at, COMPONENTS) if value is not None else {}
+        on = set(COMPONENTS)
+        for name, enabled in raw.items():
+            if not isinstance(enabled, bool):
+                raise self.fail((*at, name), f"'components.{name}' must be true or false, "
+                                f"got {_kind(enabled)}", hint=f"write `{name}: true` or `{name}: false`")
+            if not enabled:
+                on.discard(name)
+        for name in COMPONENTS:
+            missing = [need for need in REQUIRES.get(name, ()) if need not in on]
+            if name in on and missing:
+                raise self.fail((*at, name) if name in raw else (*at, missing[0]),
+                                f"component '{name}' needs '{missing[0]}', which is off",
+                                hint=f"turn on `{missing[0]}: true` or turn off `{name}: false`")
+        return frozenset(on)
+
+    def _ports(self, value: Any, broker: str) -> tuple[int, dict[str, dict[str, int]]]:
+        at = ("ports",)
+        known = {"broker": list(BROKER_PORTS[broker]), **{s: list(p) for s, p in SERVICE_PORTS.items()}}
+        raw = self.mapping(value, at, ("offset", *known))
+        offset = self.integer(raw.get("offset", 0), (*at, "offset"),
+                              hint="write e.g. `offset: 100` to move every port up by 100")
+        overrides: dict[str, dict[str, int]] = {}
+        for service, names in known.items():
+            if service not in raw:
+                continue
+            spec = raw[service]
+            if isinstance(spec, int) and not isinstance(spec, bool):
+                spec = {names[0]: spec}  # a bare number sets the service's main port
+            spec = self.mapping(spec, (*at, service), tuple(names))
+            overrides[service] = {
+                name: self.integer(port, (*at, service, name), hint="a port number, e.g. 5433")
+                for name, port in spec.items()
+            }
+        return offset, overrides
+
+    def _images(self, value: Any) -> dict[str, str]:
+        at = ("images",)
+        raw = self.mapping(value, at, IMAGE_KEYS)
+        return {key: self.string(image, (*at, key), hint="an image reference, e.g. "
+                                 "`mirror.example.com/postgres:17`") for key, image in raw.items()}
+
+    def _check_ports(self, config: Config) -> None:
+        seen: dict[int, str] = {}
+        for service, ports in config.ports().items():
+            for name, port in ports.items():
+                label = f"{service}.{name}"
+                overridden = name in config.port_overrides.get(service, {})
+                at = ("ports", service) if overridden else ("ports", "offset")
+                if not 1 <= port <= 65535:
+                    raise self.fail(at, f"port of {label} is {port} after the offset "
+                                    f"{config.port_offset}, outside 1-65535",
+                                    hint="choose a smaller `ports.offset` or another port")
+                if port in seen:
+                    raise self.fail(at, f"port {port} is used by both {seen[port]} and {label}",
+                                    hint="give one of them another port under `ports:`")
+                seen[port] = label
+
+
+def _key(at: tuple[str, ...]) -> str:
+    return ".".join(at) or "(top level)"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping"}
+    shown = f" {value!r}" if isinstance(value, str | int | float | bool) else ""
+    return f"{names.get(type(value), type(value).__name__)}{shown}"
+
+
+def render_config(project: str, broker: str, components: frozenset[str], port_offset: int,
+                  scaffold: str = "eda") -> str:
+    """The edaenv.yaml that `init` writes: commented, so it reads as its own documentation."""
+    def line(text: str, comment: str = "") -> str:
+        return f"{text:<28}# {comment}" if comment else text
+
+    lines = [
+        "# edaenv.yaml: the single source of truth of this repository's event-driven dev stack.",
+        "# Change it, then `edaenv render` (or `edaenv up`, which renders first).",
+        "version: 1",
+        line(f"project: {project}", "compose project name: containers, networks, volumes"),
+        line(f"broker: {broker}", "kafka | redpanda | rabbitmq | nats"),
+        line("components:", "what runs beside the broker"),
+    ]
+    for name in COMPONENTS:
+        needs = f"needs {', '.join(REQUIRES[name])}" if name in REQUIRES else ""
+        lines.append(line(f"  {name}: {'true' if name in components else 'false'}", needs))
+    lines += [
+        "ports:",
+        line(f"  offset: {port_offset}", "added to every published port (127.0.0.1 only)"),
+        line("  # postgres: 5433", "a service's port before the offset"),
+        line("images: {}", "service -> image, e.g. for a registry mirror:"),
+        "  # postgres: mirror.example.com/library/postgres:17",
+        line(f"scaffold: {scaffold}", "the user-owned scaffold and the compose file live here"),
+    ]
+    return "\n".join(lines) + "\n"

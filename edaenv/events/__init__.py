@@ -1,0 +1,1 @@
+"""Event contracts, the CloudEvents envelope and generated test data."""

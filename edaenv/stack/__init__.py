@@ -1,0 +1,1 @@
+"""Stack generation: the user-owned scaffold (copier) and the rendered compose file."""
