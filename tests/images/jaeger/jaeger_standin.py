@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import struct
+import sys
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 MAX_TRACES = 10_000
@@ -80,8 +84,6 @@ def any_value(buf: bytes) -> Any:
         if number == 3 and isinstance(value, int):
             return value - (1 << 64) if value >= 1 << 63 else value
         if number == 4 and isinstance(value, int):
-            import struct
-
             return struct.unpack("<d", value.to_bytes(8, "little"))[0]
         if number == 7:
             return value
@@ -113,9 +115,7 @@ def decode_protobuf(body: bytes) -> list[Span]:
                         if key == "service.name":
                             service = str(value)
             elif rs_number == 2 and isinstance(rs_value, bytes):
-                span_bufs += [
-                    s for n, s in fields(rs_value) if n == 2 and isinstance(s, bytes)
-                ]
+                span_bufs += [s for n, s in fields(rs_value) if n == 2 and isinstance(s, bytes)]
         for buf in span_bufs:
             span = Span(b"", b"", b"", "", service)
             for s_number, value in fields(buf):
@@ -255,7 +255,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, json.dumps(payload).encode())
 
     def do_POST(self) -> None:
-        port = self.server.server_address[1]
+        port = self.connection.getsockname()[1]
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if port != 4318 or urlsplit(self.path).path != "/v1/traces":
             self.reply_json(404, {"error": "not found"})
@@ -279,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, b"", "application/x-protobuf")
 
     def do_GET(self) -> None:
-        port = self.server.server_address[1]
+        port = self.connection.getsockname()[1]
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
         if port == 13133:
@@ -320,6 +320,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    # As PID 1, Python would otherwise ignore the SIGTERM that `docker stop` sends.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     servers = [ThreadingHTTPServer(("0.0.0.0", port), Handler) for port in (4318, 16686, 13133)]
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
