@@ -10,11 +10,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from edaenv.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 CONFIG_NAME = "edaenv.yaml"
 BROKERS = ("kafka", "redpanda", "rabbitmq", "nats")
@@ -164,6 +165,8 @@ def safe_project_name(name: str) -> str:
 
 class _Validator:
     def __init__(self, text: str, path: Path, display: str):
+        import yaml
+
         self.path = path
         self.display = display
         try:
@@ -184,6 +187,8 @@ class _Validator:
         self.data: Any = data
 
     def _index(self, node: yaml.Node, at: tuple[str, ...]) -> None:
+        import yaml
+
         self.lines[at] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
@@ -199,15 +204,21 @@ class _Validator:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(at, f"'{_key(at)}' must be a mapping, got {_kind(value)}",
-                            hint=f"write it as `key: value` lines; allowed keys: {', '.join(allowed)}")
+            raise self.fail(
+                at,
+                f"'{_key(at)}' must be a mapping, got {_kind(value)}",
+                hint=f"write it as `key: value` lines; allowed keys: {', '.join(allowed)}",
+            )
         for key in value:
             if str(key) not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 guess = f"did you mean '{close[0]}'? " if close else ""
                 where = "the top level" if not at else f"'{_key(at)}'"
-                raise self.fail((*at, str(key)), f"unknown key '{key}' in {where}",
-                                hint=f"{guess}allowed keys: {', '.join(allowed)}")
+                raise self.fail(
+                    (*at, str(key)),
+                    f"unknown key '{key}' in {where}",
+                    hint=f"{guess}allowed keys: {', '.join(allowed)}",
+                )
         return {str(k): v for k, v in value.items()}
 
     def integer(self, value: Any, at: tuple[str, ...], hint: str) -> int:
@@ -217,42 +228,67 @@ class _Validator:
 
     def string(self, value: Any, at: tuple[str, ...], hint: str) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(at, f"'{_key(at)}' must be a non-empty string, got {_kind(value)}",
-                            hint=hint)
+            raise self.fail(
+                at, f"'{_key(at)}' must be a non-empty string, got {_kind(value)}", hint=hint
+            )
         return value
 
     def config(self) -> Config:
         top = self.mapping(self.data, (), TOP_KEYS)
         version = top.get("version", 1)
         if version != 1:
-            raise self.fail(("version",), f"unsupported config version {version!r}",
-                            hint="this edaenv reads `version: 1`; upgrade edaenv for newer files")
+            raise self.fail(
+                ("version",),
+                f"unsupported config version {version!r}",
+                hint="this edaenv reads `version: 1`; upgrade edaenv for newer files",
+            )
 
-        project = self.string(top.get("project"), ("project",),
-                              hint="set `project: <name>` (lowercase letters, digits, - and _)")
+        project = self.string(
+            top.get("project"),
+            ("project",),
+            hint="set `project: <name>` (lowercase letters, digits, - and _)",
+        )
         if not PROJECT_NAME.match(project):
-            raise self.fail(("project",), f"'{project}' cannot be a compose project name",
-                            hint=f"use lowercase letters, digits, '-' and '_', starting with a "
-                                 f"letter or digit, e.g. '{safe_project_name(project)}'")
+            raise self.fail(
+                ("project",),
+                f"'{project}' cannot be a compose project name",
+                hint=f"use lowercase letters, digits, '-' and '_', starting with a "
+                f"letter or digit, e.g. '{safe_project_name(project)}'",
+            )
 
-        broker = self.string(top.get("broker", "kafka"), ("broker",),
-                             hint=f"use one of: {', '.join(BROKERS)}")
+        broker = self.string(
+            top.get("broker", "kafka"), ("broker",), hint=f"use one of: {', '.join(BROKERS)}"
+        )
         if broker not in BROKERS:
-            raise self.fail(("broker",), f"unknown broker '{broker}'",
-                            hint=f"use one of: {', '.join(BROKERS)}")
+            raise self.fail(
+                ("broker",), f"unknown broker '{broker}'", hint=f"use one of: {', '.join(BROKERS)}"
+            )
 
         components = self._components(top.get("components"))
         offset, overrides = self._ports(top.get("ports"), broker)
         images = self._images(top.get("images"))
-        scaffold = self.string(top.get("scaffold", "eda"), ("scaffold",),
-                               hint="a directory relative to edaenv.yaml, e.g. `scaffold: eda`")
+        scaffold = self.string(
+            top.get("scaffold", "eda"),
+            ("scaffold",),
+            hint="a directory relative to edaenv.yaml, e.g. `scaffold: eda`",
+        )
         if Path(scaffold).is_absolute() or ".." in Path(scaffold).parts:
-            raise self.fail(("scaffold",), f"'scaffold' must stay inside the repository: {scaffold}",
-                            hint="use a relative path without '..', e.g. `scaffold: eda`")
+            raise self.fail(
+                ("scaffold",),
+                f"'scaffold' must stay inside the repository: {scaffold}",
+                hint="use a relative path without '..', e.g. `scaffold: eda`",
+            )
 
-        config = Config(path=self.path, project=project, broker=broker,
-                         components=components, port_offset=offset,
-                         port_overrides=overrides, images=images, scaffold=scaffold)
+        config = Config(
+            path=self.path,
+            project=project,
+            broker=broker,
+            components=components,
+            port_offset=offset,
+            port_overrides=overrides,
+            images=images,
+            scaffold=scaffold,
+        )
         self._check_ports(config)
         return config
 
@@ -262,24 +298,35 @@ class _Validator:
         on = set(COMPONENTS)
         for name, enabled in raw.items():
             if not isinstance(enabled, bool):
-                raise self.fail((*at, name), f"'components.{name}' must be true or false, "
-                                f"got {_kind(enabled)}", hint=f"write `{name}: true` or `{name}: false`")
+                raise self.fail(
+                    (*at, name),
+                    f"'components.{name}' must be true or false, got {_kind(enabled)}",
+                    hint=f"write `{name}: true` or `{name}: false`",
+                )
             if not enabled:
                 on.discard(name)
         for name in COMPONENTS:
             missing = [need for need in REQUIRES.get(name, ()) if need not in on]
             if name in on and missing:
-                raise self.fail((*at, name) if name in raw else (*at, missing[0]),
-                                f"component '{name}' needs '{missing[0]}', which is off",
-                                hint=f"turn on `{missing[0]}: true` or turn off `{name}: false`")
+                raise self.fail(
+                    (*at, name) if name in raw else (*at, missing[0]),
+                    f"component '{name}' needs '{missing[0]}', which is off",
+                    hint=f"turn on `{missing[0]}: true` or turn off `{name}: false`",
+                )
         return frozenset(on)
 
     def _ports(self, value: Any, broker: str) -> tuple[int, dict[str, dict[str, int]]]:
         at = ("ports",)
-        known = {"broker": list(BROKER_PORTS[broker]), **{s: list(p) for s, p in SERVICE_PORTS.items()}}
+        known = {
+            "broker": list(BROKER_PORTS[broker]),
+            **{s: list(p) for s, p in SERVICE_PORTS.items()},
+        }
         raw = self.mapping(value, at, ("offset", *known))
-        offset = self.integer(raw.get("offset", 0), (*at, "offset"),
-                              hint="write e.g. `offset: 100` to move every port up by 100")
+        offset = self.integer(
+            raw.get("offset", 0),
+            (*at, "offset"),
+            hint="write e.g. `offset: 100` to move every port up by 100",
+        )
         overrides: dict[str, dict[str, int]] = {}
         for service, names in known.items():
             if service not in raw:
@@ -297,8 +344,12 @@ class _Validator:
     def _images(self, value: Any) -> dict[str, str]:
         at = ("images",)
         raw = self.mapping(value, at, IMAGE_KEYS)
-        return {key: self.string(image, (*at, key), hint="an image reference, e.g. "
-                                 "`mirror.example.com/postgres:17`") for key, image in raw.items()}
+        return {
+            key: self.string(
+                image, (*at, key), hint="an image reference, e.g. `mirror.example.com/postgres:17`"
+            )
+            for key, image in raw.items()
+        }
 
     def _check_ports(self, config: Config) -> None:
         seen: dict[int, str] = {}
@@ -308,12 +359,18 @@ class _Validator:
                 overridden = name in config.port_overrides.get(service, {})
                 at = ("ports", service) if overridden else ("ports", "offset")
                 if not 1 <= port <= 65535:
-                    raise self.fail(at, f"port of {label} is {port} after the offset "
-                                    f"{config.port_offset}, outside 1-65535",
-                                    hint="choose a smaller `ports.offset` or another port")
+                    raise self.fail(
+                        at,
+                        f"port of {label} is {port} after the offset "
+                        f"{config.port_offset}, outside 1-65535",
+                        hint="choose a smaller `ports.offset` or another port",
+                    )
                 if port in seen:
-                    raise self.fail(at, f"port {port} is used by both {seen[port]} and {label}",
-                                    hint="give one of them another port under `ports:`")
+                    raise self.fail(
+                        at,
+                        f"port {port} is used by both {seen[port]} and {label}",
+                        hint="give one of them another port under `ports:`",
+                    )
                 seen[port] = label
 
 
@@ -324,17 +381,25 @@ def _key(at: tuple[str, ...]) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a mapping"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
     shown = f" {value!r}" if isinstance(value, str | int | float | bool) else ""
     return f"{names.get(type(value), type(value).__name__)}{shown}"
 
 
-def render_config(project: str, broker: str, components: frozenset[str], port_offset: int,
-                  scaffold: str = "eda") -> str:
+def render_config(
+    project: str, broker: str, components: frozenset[str], port_offset: int, scaffold: str = "eda"
+) -> str:
     """The edaenv.yaml that `init` writes: commented, so it reads as its own documentation."""
+
     def line(text: str, comment: str = "") -> str:
-        return f"{text:<28}# {comment}" if comment else text
+        return f"{text:<27} # {comment}" if comment else text
 
     lines = [
         "# edaenv.yaml: the single source of truth of this repository's event-driven dev stack.",

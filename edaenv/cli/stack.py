@@ -19,23 +19,38 @@ def register(app: typer.Typer) -> None:
 
 def init(
     path: Annotated[Path, typer.Argument(help="Repository to scaffold.")] = Path("."),
-    broker: Annotated[str | None, typer.Option(
-        help=f"Broker: {', '.join(BROKERS)} (default kafka).")] = None,
-    with_: Annotated[list[str] | None, typer.Option(
-        "--with", help="Turn a component on (repeatable).", metavar="COMPONENT")] = None,
-    without: Annotated[list[str] | None, typer.Option(
-        help="Turn a component off (repeatable). Components: " + ", ".join(COMPONENTS)
-        + "; grafana needs prometheus, outbox and consumer need postgres.",
-        metavar="COMPONENT")] = None,
-    name: Annotated[str | None, typer.Option(
-        help="Compose project name (default: the directory name, made safe).")] = None,
+    broker: Annotated[
+        str | None, typer.Option(help=f"Broker: {', '.join(BROKERS)} (default kafka).")
+    ] = None,
+    with_: Annotated[
+        list[str] | None,
+        typer.Option("--with", help="Turn a component on (repeatable).", metavar="COMPONENT"),
+    ] = None,
+    without: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Turn a component off (repeatable). Components: "
+            + ", ".join(COMPONENTS)
+            + "; grafana needs prometheus, outbox and consumer need postgres.",
+            metavar="COMPONENT",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Compose project name (default: the directory name, made safe)."),
+    ] = None,
     port_offset: Annotated[int, typer.Option(help="Added to every published port.")] = 0,
     topic: Annotated[str | None, typer.Option(help="Topic of the first event.")] = None,
     owner: Annotated[str | None, typer.Option(help="Team owning the first contract.")] = None,
-    defaults: Annotated[bool, typer.Option(
-        "--defaults", "-y", help="Ask nothing: accept the suggested answers.")] = False,
-    force: Annotated[bool, typer.Option(
-        help="Rewrite edaenv.yaml; add missing scaffold files, never overwrite yours.")] = False,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", "-y", help="Ask nothing: accept the suggested answers.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Rewrite edaenv.yaml; add missing scaffold files, never overwrite yours."
+        ),
+    ] = False,
 ) -> None:
     """Scaffold edaenv in a repository: edaenv.yaml, .env with fresh secrets, events/, the outbox
     migration, and the stack's compose file."""
@@ -47,15 +62,21 @@ def init(
     target = path.resolve()
     project = name if name is not None else safe_project_name(target.name)
     if broker is not None and broker not in BROKERS:
-        raise UsageError(f"unknown broker '{broker}'", where="--broker",
-                         hint=f"use one of: {', '.join(BROKERS)}")
+        raise UsageError(
+            f"unknown broker '{broker}'", where="--broker", hint=f"use one of: {', '.join(BROKERS)}"
+        )
     components = _components(with_ or [], without or [])
     interactive = console.is_interactive() and not defaults
     plan = InitPlan(
-        target=target, project=project, broker=broker if broker or interactive else "kafka",
-        components=components, port_offset=port_offset, topic=topic,
+        target=target,
+        project=project,
+        broker=broker if broker or interactive else "kafka",
+        components=components,
+        port_offset=port_offset,
+        topic=topic,
         owner=owner if owner or not defaults else f"{project}-team",
-        interactive=interactive, force=force,
+        interactive=interactive,
+        force=force,
     )
     _check_project(project)
     result = run_init(plan)
@@ -65,14 +86,22 @@ def init(
     for kept in result.kept:
         console.info(f"  [dim]kept[/]    {_rel(kept, target)}")
     console.success(f"edaenv initialised for '{project}' with {result.config.broker}")
-    console.info("next: [bold]edaenv up[/] starts the stack; [bold]edaenv render --check[/] "
-                 "in CI catches a stale compose file")
+    console.info(
+        "next: [bold]edaenv up[/] starts the stack; [bold]edaenv render --check[/] "
+        "in CI catches a stale compose file"
+    )
 
 
 def render(
-    stdout: Annotated[bool, typer.Option("--stdout", help="Print the compose YAML instead.")] = False,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Exit 1 when a generated file on disk is stale; write nothing.")] = False,
+    stdout: Annotated[
+        bool, typer.Option("--stdout", help="Print the compose YAML instead.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Exit 1 when a generated file on disk is stale; write nothing."
+        ),
+    ] = False,
 ) -> None:
     """Assemble the stack's compose file and service configs from edaenv.yaml."""
     from edaenv import console
@@ -100,14 +129,19 @@ def _components(with_: list[str], without: list[str]) -> frozenset[str]:
     for flag, names in (("--with", with_), ("--without", without)):
         for name in names:
             if name not in COMPONENTS:
-                raise UsageError(f"unknown component '{name}'", where=flag,
-                                 hint=f"components: {', '.join(COMPONENTS)}")
+                raise UsageError(
+                    f"unknown component '{name}'",
+                    where=flag,
+                    hint=f"components: {', '.join(COMPONENTS)}",
+                )
     on = (set(COMPONENTS) - set(without)) | set(with_)
     for name in sorted(on):
         for need in REQUIRES.get(name, ()):
             if need not in on:
-                raise UsageError(f"component '{name}' needs '{need}'",
-                                 hint=f"drop --without {need}, or add --without {name}")
+                raise UsageError(
+                    f"component '{name}' needs '{need}'",
+                    hint=f"drop --without {need}, or add --without {name}",
+                )
     return frozenset(on)
 
 
@@ -115,9 +149,12 @@ def _check_project(project: str) -> None:
     from edaenv.config import PROJECT_NAME
 
     if not PROJECT_NAME.match(project):
-        raise UsageError(f"'{project}' cannot be a compose project name", where="--name",
-                         hint="use lowercase letters, digits, '-' and '_', starting with a letter "
-                              f"or digit, e.g. '{safe_project_name(project)}'")
+        raise UsageError(
+            f"'{project}' cannot be a compose project name",
+            where="--name",
+            hint="use lowercase letters, digits, '-' and '_', starting with a letter "
+            f"or digit, e.g. '{safe_project_name(project)}'",
+        )
 
 
 def _rel(path: Path, base: Path) -> str:

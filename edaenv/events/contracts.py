@@ -55,25 +55,41 @@ def load_contract(path: Path) -> Contract:
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ContractError(f"not valid JSON: {exc.msg}", where=f"{path}:{exc.lineno}",
-                            hint="fix the JSON syntax at that line") from None
+        raise ContractError(
+            f"not valid JSON: {exc.msg}",
+            where=f"{path}:{exc.lineno}",
+            hint="fix the JSON syntax at that line",
+        ) from None
     meta = schema.get(META_KEY) if isinstance(schema, dict) else None
     if not isinstance(meta, dict):
-        raise ContractError(f"the schema has no '{META_KEY}' object", where=str(path),
-                            hint=f"add \"{META_KEY}\": {{\"event\", \"version\", \"topic\", "
-                                 f"\"key\", \"owner\"}} to the schema's top level")
+        raise ContractError(
+            f"the schema has no '{META_KEY}' object",
+            where=str(path),
+            hint=f'add "{META_KEY}": {{"event", "version", "topic", '
+            f'"key", "owner"}} to the schema\'s top level',
+        )
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
-        raise ContractError(f"'{META_KEY}' lacks {', '.join(missing)}",
-                            where=f"{path}#/{META_KEY}",
-                            hint=f"every contract names: {', '.join(REQUIRED_META)}")
+        raise ContractError(
+            f"'{META_KEY}' lacks {', '.join(missing)}",
+            where=f"{path}#/{META_KEY}",
+            hint=f"every contract names: {', '.join(REQUIRED_META)}",
+        )
     if not isinstance(meta["version"], int) or meta["version"] < 1:
-        raise ContractError("the version must be a positive integer",
-                            where=f"{path}#/{META_KEY}/version", hint="e.g. \"version\": 1")
+        raise ContractError(
+            "the version must be a positive integer",
+            where=f"{path}#/{META_KEY}/version",
+            hint='e.g. "version": 1',
+        )
     return Contract(
-        event=str(meta["event"]), version=meta["version"], topic=str(meta["topic"]),
-        key=str(meta["key"]), owner=str(meta["owner"]),
-        aggregate=str(meta.get("aggregate", meta["event"])), schema=schema, path=path,
+        event=str(meta["event"]),
+        version=meta["version"],
+        topic=str(meta["topic"]),
+        key=str(meta["key"]),
+        owner=str(meta["owner"]),
+        aggregate=str(meta.get("aggregate", meta["event"])),
+        schema=schema,
+        path=path,
     )
 
 

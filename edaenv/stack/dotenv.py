@@ -40,8 +40,10 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 
 def read_env(path: Path) -> dict[str, str]:
     if not path.is_file():
-        raise ConfigError(f"{path} is missing: the stack's secrets live there",
-                          hint="run `edaenv init --force` to create it (your files are kept)")
+        raise ConfigError(
+            f"{path} is missing: the stack's secrets live there",
+            hint="run `edaenv init --force` to create it (your files are kept)",
+        )
     values: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
@@ -49,7 +51,8 @@ def read_env(path: Path) -> dict[str, str]:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise ConfigError("expected KEY=VALUE", where=f"{path}:{number}",
-                              hint="fix or delete that line")
+            raise ConfigError(
+                "expected KEY=VALUE", where=f"{path}:{number}", hint="fix or delete that line"
+            )
         values[key.strip()] = value.strip().strip("'\"")
     return values

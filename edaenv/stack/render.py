@@ -41,12 +41,16 @@ def render_stack(config: Config) -> dict[str, str]:
     context = _context(config)
     compose: dict[str, Any] = {"name": config.project, "services": {}, "volumes": {}}
     for service in config.services():
-        fragment = f"broker-{config.broker}.yaml.j2" if service == "broker" else f"{service}.yaml.j2"
+        fragment = (
+            f"broker-{config.broker}.yaml.j2" if service == "broker" else f"{service}.yaml.j2"
+        )
         part = yaml.safe_load(env.get_template(fragment).render(context)) or {}
         compose["services"].update(part.get("services", {}))
         compose["volumes"].update(part.get("volumes", {}))
     if not compose["volumes"]:
         del compose["volumes"]
+    else:
+        _label_volumes(config, compose["volumes"])
     header = GENERATED_HEADER.format(
         config=os.path.relpath(config.path, config.scaffold_dir),
         compose=os.path.relpath(config.compose_file, config.root),
@@ -80,6 +84,17 @@ def write_files(config: Config, files: dict[str, str]) -> list[Path]:
     return written
 
 
+def _label_volumes(config: Config, volumes: dict[str, Any]) -> None:
+    """Fingerprint the secrets a volume keeps, so `up` can warn about a stale one."""
+    from edaenv.engine.volumes import VOLUME_SECRETS, volume_labels
+
+    if not any(name in volumes for name in VOLUME_SECRETS):
+        return
+    for name, labels in volume_labels(config, read_env(config.env_file)).items():
+        if name in volumes:
+            volumes[name] = {**(volumes[name] or {}), "labels": labels}
+
+
 def _jinja(directory: Path) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(directory)),
@@ -98,8 +113,10 @@ def _context(config: Config) -> dict[str, Any]:
 
     def healthcheck(interval: str, start_period: str) -> str:
         # No start_interval: compose refuses it on engines before v25, still common in CI.
-        return _indent([f"interval: {interval}", "timeout: 5s", "retries: 5",
-                        f"start_period: {start_period}"], 6)
+        return _indent(
+            [f"interval: {interval}", "timeout: 5s", "retries: 5", f"start_period: {start_period}"],
+            6,
+        )
 
     def depends_on(*names: str) -> str:
         lines = []
@@ -115,7 +132,7 @@ def _context(config: Config) -> dict[str, Any]:
             "EDAENV_BROKER": config.broker,
             "EDAENV_BROKER_URL": BROKER_URLS[config.broker],
             "EDAENV_DATABASE_URL": "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}"
-                                   "@postgres:5432/${POSTGRES_DB}",
+            "@postgres:5432/${POSTGRES_DB}",
             "EDAENV_METRICS_PORT": str(config.container_ports(role)["metrics"]),
             "OTEL_SERVICE_NAME": role,
         }
@@ -139,23 +156,29 @@ def _context(config: Config) -> dict[str, Any]:
     }
 
 
-def _service_configs(config: Config, env: jinja2.Environment,
-                     context: dict[str, Any]) -> dict[str, str]:
+def _service_configs(
+    config: Config, env: jinja2.Environment, context: dict[str, Any]
+) -> dict[str, str]:
     files: dict[str, str] = {}
     if config.has("prometheus"):
         files[".generated/prometheus/prometheus.yml"] = env.get_template(
-            "config/prometheus.yml.j2").render(context)
+            "config/prometheus.yml.j2"
+        ).render(context)
     if config.has("grafana"):
         files[".generated/grafana/provisioning/datasources/datasources.yaml"] = env.get_template(
-            "config/grafana-datasources.yaml.j2").render(context)
+            "config/grafana-datasources.yaml.j2"
+        ).render(context)
         static = fragments_dir() / "config"
         files[".generated/grafana/provisioning/dashboards/dashboards.yaml"] = (
-            static / "grafana-dashboards.yaml").read_text(encoding="utf-8")
+            static / "grafana-dashboards.yaml"
+        ).read_text(encoding="utf-8")
         files[".generated/grafana/dashboards/event-flow.json"] = (
-            static / "event-flow.json").read_text(encoding="utf-8")
+            static / "event-flow.json"
+        ).read_text(encoding="utf-8")
     if config.broker == "rabbitmq":
         files[".generated/rabbitmq/rabbitmq.conf"] = (
-            fragments_dir() / "config" / "rabbitmq.conf").read_text(encoding="utf-8")
+            fragments_dir() / "config" / "rabbitmq.conf"
+        ).read_text(encoding="utf-8")
         files[".generated/rabbitmq/definitions.json"] = rabbitmq_definitions(config)
     return files
 
@@ -169,32 +192,72 @@ def rabbitmq_definitions(config: Config) -> str:
     password_hash = base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest())
     exchanges, queues, bindings = [], [], []
     for topic in topics(load_contracts(config.scaffold_dir / "events")):
-        dlx, dlq, queue = topology.rabbit_dlx(topic), topology.rabbit_dlq(topic), \
-            topology.rabbit_queue(topic)
+        dlx, dlq, queue = (
+            topology.rabbit_dlx(topic),
+            topology.rabbit_dlq(topic),
+            topology.rabbit_queue(topic),
+        )
         exchanges += [
-            {"name": topic, "vhost": "/", "type": "topic", "durable": True,
-             "auto_delete": False, "internal": False, "arguments": {}},
-            {"name": dlx, "vhost": "/", "type": "fanout", "durable": True,
-             "auto_delete": False, "internal": False, "arguments": {}},
+            {
+                "name": topic,
+                "vhost": "/",
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            },
+            {
+                "name": dlx,
+                "vhost": "/",
+                "type": "fanout",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            },
         ]
         queues += [
-            {"name": queue, "vhost": "/", "durable": True, "auto_delete": False,
-             "arguments": {"x-dead-letter-exchange": dlx}},
+            {
+                "name": queue,
+                "vhost": "/",
+                "durable": True,
+                "auto_delete": False,
+                "arguments": {"x-dead-letter-exchange": dlx},
+            },
             {"name": dlq, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
         ]
         bindings += [
-            {"source": topic, "vhost": "/", "destination": queue, "destination_type": "queue",
-             "routing_key": "#", "arguments": {}},
-            {"source": dlx, "vhost": "/", "destination": dlq, "destination_type": "queue",
-             "routing_key": "", "arguments": {}},
+            {
+                "source": topic,
+                "vhost": "/",
+                "destination": queue,
+                "destination_type": "queue",
+                "routing_key": "#",
+                "arguments": {},
+            },
+            {
+                "source": dlx,
+                "vhost": "/",
+                "destination": dlq,
+                "destination_type": "queue",
+                "routing_key": "",
+                "arguments": {},
+            },
         ]
     definitions = {
-        "users": [{"name": user, "password_hash": password_hash.decode(),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256",
-                   "tags": ["administrator"]}],
+        "users": [
+            {
+                "name": user,
+                "password_hash": password_hash.decode(),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": ["administrator"],
+            }
+        ],
         "vhosts": [{"name": "/"}],
-        "permissions": [{"user": user, "vhost": "/", "configure": ".*", "write": ".*",
-                         "read": ".*"}],
+        "permissions": [
+            {"user": user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+        ],
         "exchanges": exchanges,
         "queues": queues,
         "bindings": bindings,

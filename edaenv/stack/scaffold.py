@@ -41,24 +41,29 @@ class InitResult:
 def init(plan: InitPlan) -> InitResult:
     config_path = plan.target / CONFIG_NAME
     if config_path.exists() and not plan.force:
-        raise UsageError(f"{config_path} already exists",
-                         hint="edit it and run `edaenv render`, or pass --force to rewrite it "
-                              "(files you changed in the scaffold are kept)")
+        raise UsageError(
+            f"{config_path} already exists",
+            hint="edit it and run `edaenv render`, or pass --force to rewrite it "
+            "(files you changed in the scaffold are kept)",
+        )
     if not plan.interactive and plan.owner is None:
-        raise UsageError("question 'owner' (team owning the first event contract) has no "
-                         "default, and there is no terminal to ask it on",
-                         hint="pass --owner TEAM, or --defaults to accept suggested answers")
+        raise UsageError(
+            "question 'owner' (team owning the first event contract) has no "
+            "default, and there is no terminal to ask it on",
+            hint="pass --owner TEAM, or --defaults to accept suggested answers",
+        )
     scaffold_dir = plan.target / plan.scaffold
     if scaffold_dir.exists() and any(scaffold_dir.iterdir()) and not plan.force:
-        raise UsageError(f"{scaffold_dir} already exists and is not empty",
-                         hint="move it away, or pass --force to add only the missing files")
+        raise UsageError(
+            f"{scaffold_dir} already exists and is not empty",
+            hint="move it away, or pass --force to add only the missing files",
+        )
 
     plan.target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edaenv-init-", dir=plan.target) as tmp:
         answers = _copy_template(plan, Path(tmp))
         broker = str(answers["broker"])
-        text = render_config(plan.project, broker, plan.components, plan.port_offset,
-                             plan.scaffold)
+        text = render_config(plan.project, broker, plan.components, plan.port_offset, plan.scaffold)
         config = parse_config(text, config_path.resolve(), display=CONFIG_NAME)
         written, kept = _move_tree(Path(tmp), scaffold_dir)
 

@@ -1,0 +1,61 @@
+"""Shared helpers: run the real CLI in a subprocess, make scratch projects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_services_env() -> dict[str, str]:
+    """Ports and test credentials of the native services (tests/services.env)."""
+    values = {}
+    for line in (REPO / "tests" / "services.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_edaenv(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> Result:
+    """The CLI as users run it: a real process, no terminal, no colour."""
+    full_env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", **(env or {})}
+    full_env.pop("EDAENV_CONFIG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edaenv", *args],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty git repository to run `edaenv init` in."""
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    return repo

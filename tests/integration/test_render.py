@@ -1,0 +1,184 @@
+"""The rendered stack, checked by the real tools: compose v2, promtool, PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import load_services_env, run_edaenv
+
+BROKERS = ("kafka", "redpanda", "rabbitmq", "nats")
+ALL_OFF = ("postgres", "outbox", "consumer", "jaeger", "prometheus", "grafana")
+SHAPES = {
+    "all": (),
+    "broker-only": ALL_OFF,
+    "broker+postgres+outbox": ("consumer", "jaeger", "prometheus", "grafana"),
+}
+
+
+def compose_v2() -> list[str]:
+    proc = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("2."), (
+        "compose v2 is required: run scripts/setup-engine.sh (it installs the CLI plugin)"
+    )
+    return ["docker", "compose"]
+
+
+def init(project: Path, broker: str, without: tuple[str, ...]) -> None:
+    args = ["init", "--defaults", "--broker", broker]
+    for name in without:
+        args += ["--without", name]
+    result = run_edaenv(*args, cwd=project)
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("broker", BROKERS)
+def test_compose_v2_accepts_every_stack(project: Path, broker: str, shape: str) -> None:
+    init(project, broker, SHAPES[shape])
+    compose = project / "eda" / "compose.yaml"
+    proc = subprocess.run(
+        [*compose_v2(), "-f", str(compose), "config", "-q"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    resolved = subprocess.run(
+        [*compose_v2(), "-f", str(compose), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    services = yaml.safe_load(resolved)["services"]
+    expected = {"broker"} | {
+        role
+        for role, component in (
+            ("postgres", "postgres"),
+            ("relay", "outbox"),
+            ("consumer", "consumer"),
+            ("jaeger", "jaeger"),
+            ("prometheus", "prometheus"),
+            ("grafana", "grafana"),
+        )
+        if component not in SHAPES[shape]
+    }
+    assert set(services) == expected
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] == "service_healthy"
+    text = compose.read_text()
+    for weak in ("guest", "admin:admin", "postgres:postgres"):
+        assert weak not in text
+
+
+def test_render_is_deterministic_and_check_detects_staleness(project: Path) -> None:
+    init(project, "rabbitmq", ())
+    scaffold = project / "eda"
+    before = {p: p.read_bytes() for p in scaffold.rglob("*") if p.is_file()}
+    assert run_edaenv("render", cwd=project).out == "eda/compose.yaml\n"
+    assert {p: p.read_bytes() for p in scaffold.rglob("*") if p.is_file()} == before
+    assert run_edaenv("render", "--check", cwd=project).code == 0
+
+    config = project / "edaenv.yaml"
+    config.write_text(config.read_text().replace("offset: 0", "offset: 100"))
+    stale = run_edaenv("render", "--check", cwd=project)
+    assert stale.code == 1
+    assert "stale: eda/compose.yaml" in stale.err
+    assert b"127.0.0.1:9192:9092" not in (scaffold / "compose.yaml").read_bytes()
+    assert "127.0.0.1:5772:5672" in run_edaenv("render", "--stdout", cwd=project).out
+
+
+def test_config_found_by_walking_up(project: Path) -> None:
+    init(project, "nats", ())
+    deep = project / "src" / "service"
+    deep.mkdir(parents=True)
+    assert run_edaenv("render", "--check", cwd=deep).code == 0
+    assert (
+        run_edaenv(
+            "--config", str(project / "edaenv.yaml"), "render", "--check", cwd=project.parent
+        ).code
+        == 0
+    )
+
+
+def test_promtool_accepts_the_prometheus_config(project: Path) -> None:
+    init(project, "rabbitmq", ())
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required: apt-get install prometheus (scripts/test does)"
+    config = project / "eda" / ".generated" / "prometheus" / "prometheus.yml"
+    proc = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_outbox_migration_applies_to_real_postgres(project: Path) -> None:
+    import psycopg
+
+    init(project, "kafka", ())
+    services = load_services_env()
+    admin = (
+        f"host=127.0.0.1 port={services['EDAENV_TEST_PG_PORT']} "
+        f"user={services['EDAENV_TEST_PG_USER']} "
+        f"password={services['EDAENV_TEST_PG_PASSWORD']}"
+    )
+    database = f"migration_{project.parent.name[-8:].lower().replace('-', '_')}"
+    with psycopg.connect(
+        admin + f" dbname={services['EDAENV_TEST_PG_DB']}", autocommit=True
+    ) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    try:
+        sql = (project / "eda" / "db" / "migrations" / "001_outbox.sql").read_text()
+        with psycopg.connect(admin + f" dbname={database}") as conn:
+            conn.execute(sql)
+            conn.execute(sql)  # idempotent: a second run changes nothing and fails nothing
+            conn.execute("LISTEN outbox")
+            conn.execute(
+                "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload) "
+                "VALUES (gen_random_uuid(), 'Order', 'o-1', 'OrderPlaced', '{\"total\": 1}')"
+            )
+            conn.commit()
+            notes = list(conn.notifies(timeout=5, stop_after=1))
+            assert [n.channel for n in notes] == ["outbox"]
+            columns = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name='outbox'"
+                )
+            }
+            assert {
+                "id",
+                "aggregate_type",
+                "aggregate_id",
+                "event_type",
+                "payload",
+                "created_at",
+                "published_at",
+            } <= columns
+            indexes = {
+                r[0]
+                for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename='outbox'")
+            }
+            assert "outbox_unpublished" in indexes
+            conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ('c', 'e')")
+            assert (
+                conn.execute(
+                    "INSERT INTO processed_events (consumer, event_id) VALUES "
+                    "('c', 'e') ON CONFLICT DO NOTHING"
+                ).rowcount
+                == 0
+            )
+    finally:
+        with psycopg.connect(
+            admin + f" dbname={services['EDAENV_TEST_PG_DB']}", autocommit=True
+        ) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

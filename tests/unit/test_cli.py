@@ -1,0 +1,67 @@
+"""The package and CLI skeleton: entry points, version, help, the error boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from edaenv import __version__
+from tests.conftest import run_edaenv
+
+HEAVY = (
+    "copier",
+    "docker",
+    "jinja2",
+    "confluent_kafka",
+    "pika",
+    "nats",
+    "psycopg",
+    "jsonschema",
+    "kafka",
+    "opentelemetry",
+    "prometheus_client",
+)
+
+
+def test_version_alike_from_console_script_and_module() -> None:
+    module = run_edaenv("--version")
+    script = subprocess.run(
+        [sys.executable, "-c", "from edaenv.cli.app import main; main()", "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert module.code == 0 and module.out == f"edaenv {__version__}\n"
+    assert script.stdout == module.out
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_edaenv("--help")
+    assert result.code == 0
+    for command in ("init", "render"):
+        assert command in result.out
+
+
+def test_help_imports_no_heavy_module() -> None:
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['edaenv', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('edaenv', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import json\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
+def test_errors_have_no_traceback_unless_debug(tmp_path) -> None:
+    plain = run_edaenv("render", cwd=tmp_path)
+    assert plain.code == 2
+    assert "Traceback" not in plain.err
+    assert plain.err.startswith("error: no edaenv.yaml in ")
+    debug = run_edaenv("--debug", "render", cwd=tmp_path)
+    assert debug.code != 0 and "Traceback" in debug.err
