@@ -1,0 +1,65 @@
+"""`edaenv init` in an empty git repository: what it writes, and what it keeps out of git."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+from tests.conftest import run_edaenv
+
+
+def test_init_then_render_check_is_clean(project: Path) -> None:
+    result = run_edaenv("init", "--defaults", cwd=project)
+    assert result.code == 0, result.err
+    assert "edaenv initialised for 'shop' with kafka" in result.err
+    assert run_edaenv("render", "--check", cwd=project).code == 0
+
+    contract = json.loads((project / "eda/events/OrderPlaced.v1.schema.json").read_text())
+    assert contract["x-edaenv"] == {
+        "event": "OrderPlaced",
+        "version": 1,
+        "topic": "orders",
+        "key": "orderId",
+        "aggregate": "Order",
+        "owner": "shop-team",
+    }
+    assert set(contract["required"]) == {"orderId", "customerId", "total"}
+    answers = (project / "eda/.copier-answers.yml").read_text()
+    assert "_src_path:" in answers and "owner: shop-team" in answers
+
+
+def test_secrets_are_fresh_private_and_git_ignored(project: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    for repo in (project, other):
+        assert run_edaenv("init", "--defaults", cwd=repo).code == 0
+    env = (project / "eda/.env").read_text()
+    assert env != (other / "eda/.env").read_text()
+    assert stat.S_IMODE((project / "eda/.env").stat().st_mode) == 0o600
+    passwords = [line.split("=", 1)[1] for line in env.splitlines() if "PASSWORD=" in line]
+    assert len(passwords) == 4 and all(len(p) >= 20 for p in passwords)
+
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "eda/.env" not in tracked
+    assert not [path for path in tracked if path.startswith("eda/.generated/")]
+    assert "eda/compose.yaml" in tracked and "edaenv.yaml" in tracked
+
+
+def test_scaffold_lives_under_one_directory(project: Path) -> None:
+    (project / "README.md").write_text("mine\n")
+    assert run_edaenv("init", "--defaults", "--name", "shop-local", cwd=project).code == 0
+    top = sorted(p.name for p in project.iterdir() if p.name != ".git")
+    assert top == ["README.md", "eda", "edaenv.yaml"]
+    assert (project / "README.md").read_text() == "mine\n"
+    assert "name: shop-local\n" in (project / "eda/compose.yaml").read_text()
+
+
+def test_init_in_a_new_directory_names_the_project_after_it(tmp_path: Path) -> None:
+    result = run_edaenv("init", "--defaults", "My Service.v2", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "project: my-service-v2" in (tmp_path / "My Service.v2" / "edaenv.yaml").read_text()
