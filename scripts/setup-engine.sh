@@ -5,7 +5,7 @@ set -euo pipefail
 
 COMPOSE_VERSION=2.40.3
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
-DOCKERD_LOG=/var/log/edaenv/dockerd.log
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/edaenv/dockerd.log}
 
 log_tail() {
     echo "setup-engine: $1" >&2
@@ -43,8 +43,10 @@ apt_install docker.io mmdebstrap
 if ! docker info >/dev/null 2>&1; then
     mkdir -p "$(dirname "$DOCKERD_LOG")"
     setsid dockerd --pidfile /var/run/docker.pid >"$DOCKERD_LOG" 2>&1 </dev/null &
+    dockerd_pid=$!
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
+        kill -0 "$dockerd_pid" 2>/dev/null || log_tail "dockerd exited" "$DOCKERD_LOG"
         sleep 0.5
     done
     docker info >/dev/null 2>&1 || log_tail "dockerd did not answer within 30 s" "$DOCKERD_LOG"

@@ -76,7 +76,9 @@ class BuildError(RuntimeError):
 
 
 def progress(message: str) -> None:
-    print(f"standins: {message}", file=sys.stderr, flush=True)
+    # One write per line: builds report from several threads.
+    sys.stderr.write(f"standins: {message}\n")
+    sys.stderr.flush()
 
 
 def tail(output: str, lines: int = 40) -> str:

@@ -22,6 +22,7 @@ parse_into() {
             addr=$entry
         fi
         name=${name^^}
+        # shellcheck disable=SC2034,SC2004  # a nameref to an associative array
         into[$name]=$addr
         if [[ $1 == advertised ]]; then
             names+=("$name")

@@ -41,6 +41,7 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
         case $f in
             *.sh)
                 echo "running $f"
+                # shellcheck disable=SC1090  # sourced like the official image does
                 if [[ -x $f ]]; then "$f"; else . "$f"; fi
                 ;;
             *.sql)
