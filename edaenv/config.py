@@ -8,7 +8,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,32 @@ def load_config(path: Path | None = None) -> Config:
     path = find_config() if path is None else path
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check --config, or run `edaenv init`")
-    return parse_config(path.read_text(encoding="utf-8"), path.resolve(), display=_display(path))
+    config = parse_config(path.read_text(encoding="utf-8"), path.resolve(), display=_display(path))
+    return environment_overrides(config, os.environ)
+
+
+def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
+    """CI isolation (`edaenv ci prepare` sets these): EDAENV_PROJECT and EDAENV_PORT_OFFSET
+    replace the project name and the port offset of edaenv.yaml."""
+    project = environ.get("EDAENV_PROJECT") or config.project
+    offset = environ.get("EDAENV_PORT_OFFSET", "").strip()
+    if project == config.project and not offset:
+        return config
+    if not PROJECT_NAME.match(project):
+        raise ConfigError(f"'{project}' cannot be a compose project name", where="EDAENV_PROJECT",
+                          hint="use lowercase letters, digits, '-' and '_', starting with a "
+                               f"letter or digit, e.g. '{safe_project_name(project)}'")
+    if offset and not offset.isdigit():
+        raise ConfigError(f"'{offset}' is not a port offset", where="EDAENV_PORT_OFFSET",
+                          hint="a number such as 100; `edaenv ci prepare --port-offset auto` "
+                               "picks a free one")
+    changed = replace(config, project=project,
+                      port_offset=int(offset) if offset else config.port_offset)
+    highest = max(port for ports in changed.ports().values() for port in ports.values())
+    if highest > 65535:
+        raise ConfigError(f"port offset {changed.port_offset} puts a port at {highest}, "
+                          "above 65535", where="EDAENV_PORT_OFFSET", hint="use a smaller offset")
+    return changed
 
 
 def parse_config(text: str, path: Path, display: str | None = None) -> Config:

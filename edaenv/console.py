@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,3 +69,46 @@ def status(message: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+Update = Callable[[Iterable[Sequence[Any]]], None]
+
+
+@contextmanager
+def live_table(columns: Sequence[str]) -> Iterator[Update | None]:
+    """A table redrawn in place on stderr; None when that is no terminal (print lines then)."""
+    if not err.is_terminal or os.environ.get("CI"):
+        yield None
+        return
+    from rich.live import Live
+
+    def build(rows: Iterable[Sequence[Any]]) -> Table:
+        t = Table(box=None, header_style="bold", pad_edge=False)
+        for column in columns:
+            t.add_column(column)
+        for row in rows:
+            t.add_row(*("" if cell is None else str(cell) for cell in row))
+        return t
+
+    with Live(build([]), console=err, refresh_per_second=8) as live:
+        yield lambda rows: live.update(build(rows))
+
+
+@contextmanager
+def progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; advance(n) does nothing when that is no terminal."""
+    if not err.is_terminal or os.environ.get("CI"):
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

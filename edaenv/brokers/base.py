@@ -38,7 +38,7 @@ class Delivery:
     value: bytes
     attributes: dict[str, str]
     headers: dict[str, str]
-    position: dict[str, Any]  # e.g. {"partition": 0, "offset": 12} or {"stream": "ORDERS", "seq": 5}
+    position: dict[str, Any]  # {"partition": 0, "offset": 12}, {"stream": "ORDERS", "seq": 5}
 
 
 class Subscription(Protocol):
@@ -53,24 +53,33 @@ class Subscription(Protocol):
 
 class Broker(Protocol):
     name: str
+    max_message_bytes: int  # the largest message (body + key + headers) the broker accepts
 
     def ensure_topology(self, topics: Sequence[str]) -> None:
         """Create topics/streams/exchanges and their dead-letter counterparts; idempotent."""
 
     def publish(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
         """Send a batch and wait for the broker's acknowledgement of every message, in order per
-        key. Returns each message's position. Raises BrokerError if any was not acknowledged."""
+        key. Returns each message's position (e.g. {"partition": 1, "offset": 7}) plus
+        "latency_ms", the time from its send to its acknowledgement. Raises BrokerError if any
+        was not acknowledged; a message too large or a topic missing fails before any is sent."""
         ...
 
-    def tail(self, topic: str, *, from_beginning: bool, follow: bool,
-             idle_timeout: float) -> Iterator[Delivery]:
-        """Read without side effects: no committed offsets, nothing taken from a queue."""
+    def tail(
+        self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
+    ) -> Iterator[Delivery]:
+        """Read without side effects: no committed offsets, nothing taken from a queue.
+
+        `topic` is a topic, or a dead-letter name (topology.dlq_topic, rabbit_dlq,
+        nats_dlq_subject). Not following, it stops at the end present when it started, or after
+        idle_timeout seconds without a message. Raises BrokerError when the topic is missing."""
         ...
 
     def subscribe(self, topic: str, group: str) -> Subscription: ...
 
-    def publish_dead_letter(self, topic: str, delivery: Delivery,
-                            headers: dict[str, str]) -> dict[str, Any]:
+    def publish_dead_letter(
+        self, topic: str, delivery: Delivery, headers: dict[str, str]
+    ) -> dict[str, Any]:
         """Send a delivery to the topic's dead-letter counterpart with extra headers."""
         ...
 

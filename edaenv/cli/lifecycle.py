@@ -1,9 +1,239 @@
-"""Commands of this group are registered here."""
+"""`edaenv up/down/status/logs/env`: the stack's lifecycle on the Docker engine.
+
+Exit codes: 0 ok; 1 a service failed or is not healthy (also `status` when the stack is not
+all healthy); 2 bad usage or config; 4 the machine is not ready (no engine, no compose v2, a port
+in use), in which case nothing was started.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from edaenv.cli import common
+from edaenv.errors import UsageError
+
+if TYPE_CHECKING:
+    from edaenv.config import Config
+    from edaenv.console import Update
+    from edaenv.engine.status import ServiceState
+
+
+COLOURS = {
+    "healthy": "green",
+    "unhealthy": "red",
+    "exited": "red",
+    "dead": "red",
+    "starting": "yellow",
+}
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)
+    app.command()(logs)
+    app.command()(env)
+
+
+def up(
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Services to start, with what they depend on (default: all).",
+            metavar="[SERVICE]...",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until every service is healthy.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the health checks before failing.", min=1)
+    ] = 180,
+) -> None:
+    """Check the machine, render the stack, start it and wait until it is healthy; then show
+    its endpoints."""
+    started = time.monotonic()
+    from edaenv import console
+    from edaenv.engine import lifecycle
+
+    config = common.config()
+    with console.live_table(("service", "state", "time")) as live:
+        progress = _Progress(live)
+        result = lifecycle.up(
+            config,
+            services or [],
+            wait=wait,
+            timeout=timeout,
+            progress=progress.update,
+            warn=console.warn,
+            started=started,
+        )
+    _endpoints_table(config)
+    if not wait:
+        console.success(
+            f"stack '{config.project}' started in {result.seconds:.1f}s, health "
+            "checks still running: `edaenv status` shows them"
+        )
+        return
+    slowest = max(result.ready_at.items(), key=lambda item: item[1], default=None)
+    detail = f" (slowest: {slowest[0]} at {slowest[1]:.1f}s)" if slowest else ""
+    console.success(f"stack '{config.project}' healthy in {result.seconds:.1f}s{detail}")
+    console.info("`edaenv env` prints these endpoints with credentials as EDAENV_* variables")
+
+
+def down(
+    volumes: Annotated[
+        bool,
+        typer.Option(
+            "--volumes", "-v", help="Also delete the volumes: every message, row and metric."
+        ),
+    ] = False,
+) -> None:
+    """Stop and remove the stack's containers and network (volumes are kept unless asked)."""
+    from edaenv import console
+    from edaenv.engine import lifecycle
+
+    config = common.config()
+    removed, deleted = lifecycle.down(config, volumes=volumes)
+    kept = f", {deleted} volume(s) deleted" if volumes else "; volumes kept (--volumes deletes)"
+    console.success(f"stack '{config.project}' is down: {removed} container(s) removed{kept}")
+
+
+def status(
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """State, health, ports and uptime of every service (exit 1 unless all are healthy)."""
+    from edaenv import console
+    from edaenv.engine.status import docker_client, snapshot
+
+    config = common.config()
+    states = snapshot(docker_client(), config.project)
+    present = {state.service for state in states}
+    missing = [name for name in config.services() if name not in present]
+    unhealthy = [state.service for state in states if not state.ready]
+    healthy = not missing and not unhealthy
+    if json_:
+        console.emit_json(
+            {
+                "project": config.project,
+                "healthy": healthy,
+                "missing": missing,
+                "services": [state.to_json() for state in states],
+            }
+        )
+    else:
+        rows = [(s.service, s.shown(), _ports(s), _duration(s.uptime_s)) for s in states]
+        rows += [(name, "not created", "", "") for name in missing]
+        console.table(
+            f"stack '{config.project}'",
+            ("service", "state", "ports (127.0.0.1 -> container)", "uptime"),
+            rows,
+        )
+        if not healthy:
+            console.info(
+                f"not healthy: {', '.join(missing + unhealthy)}; `edaenv up` starts "
+                "the stack, `edaenv logs SERVICE` shows why a service fails"
+            )
+    if not healthy:
+        raise typer.Exit(1)
+
+
+def logs(
+    service: Annotated[
+        str | None, typer.Argument(help="One service (default: all).", show_default=False)
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    tail: Annotated[
+        int | None, typer.Option(help="Only the last N lines of each service.", metavar="N")
+    ] = None,
+) -> None:
+    """Print the services' logs."""
+    from edaenv.engine import compose
+
+    config = common.config()
+    if service is not None and service not in config.services():
+        raise UsageError(
+            f"no service '{service}' in this stack",
+            where="SERVICE",
+            hint=f"services of '{config.project}': {', '.join(config.services())}",
+        )
+    if not config.compose_file.is_file():
+        raise UsageError(
+            f"{config.compose_file} does not exist", hint="start the stack first: `edaenv up`"
+        )
+    command = compose.compose(config, "logs").flag("--follow", follow).option("--tail", tail)
+    compose.run([*command, *([service] if service else [])], capture=False)
+
+
+def env(
+    json_: Annotated[bool, typer.Option("--json", help="A JSON object instead of lines.")] = False,
+) -> None:
+    """The endpoints as EDAENV_* variables (credentials included), for scripts and tests:
+    `set -a; eval "$(edaenv env)"; set +a`."""
+    import shlex
+
+    from edaenv import console
+    from edaenv.engine.endpoints import environment
+
+    variables = environment(common.config())
+    if json_:
+        console.emit_json(variables)
+        return
+    console.plain("".join(f"{key}={shlex.quote(value)}\n" for key, value in variables.items()))
+
+
+class _Progress:
+    """Live table on a terminal; elsewhere one line per state change."""
+
+    def __init__(self, live: Update | None):
+        self.live = live
+        self.shown: dict[str, str] = {}
+        self.ready_at: dict[str, float] = {}
+
+    def update(self, states: list[ServiceState], elapsed: float) -> None:
+        from edaenv import console
+
+        rows = []
+        for state in states:
+            if state.ready:
+                self.ready_at.setdefault(state.service, elapsed)
+            else:
+                self.ready_at.pop(state.service, None)
+            at = self.ready_at.get(state.service, elapsed)
+            colour = COLOURS.get(state.health or state.state, "")
+            shown = f"[{colour}]{state.shown()}[/]" if colour else state.shown()
+            rows.append((state.service, shown, f"{at:.1f}s"))
+            if self.live is None and self.shown.get(state.service) != state.shown():
+                console.info(f"  {state.service:<12} {state.shown():<12} {elapsed:5.1f}s")
+            self.shown[state.service] = state.shown()
+        if self.live is not None:
+            self.live(rows)
+
+
+def _endpoints_table(config: Config) -> None:
+    from edaenv import console
+    from edaenv.engine.endpoints import endpoints
+
+    console.table(
+        f"endpoints of '{config.project}'",
+        ("service", "what", "address"),
+        [(e.service, e.what, e.shown()) for e in endpoints(config)],
+    )
+
+
+def _ports(state: ServiceState) -> str:
+    return ", ".join(f"{p.host_port}->{p.container_port}" for p in state.ports)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

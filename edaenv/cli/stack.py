@@ -39,7 +39,13 @@ def init(
         str | None,
         typer.Option(help="Compose project name (default: the directory name, made safe)."),
     ] = None,
-    port_offset: Annotated[int, typer.Option(help="Added to every published port.")] = 0,
+    port_offset: Annotated[
+        str,
+        typer.Option(
+            help="Added to every published port; `auto`: the first hundred with all ports free.",
+            metavar="N|auto",
+        ),
+    ] = "0",
     topic: Annotated[str | None, typer.Option(help="Topic of the first event.")] = None,
     owner: Annotated[str | None, typer.Option(help="Team owning the first contract.")] = None,
     defaults: Annotated[
@@ -72,7 +78,7 @@ def init(
         project=project,
         broker=broker if broker or interactive else "kafka",
         components=components,
-        port_offset=port_offset,
+        port_offset=_port_offset(port_offset),
         topic=topic,
         owner=owner if owner or not defaults else f"{project}-team",
         interactive=interactive,
@@ -143,6 +149,20 @@ def _components(with_: list[str], without: list[str]) -> frozenset[str]:
                     hint=f"drop --without {need}, or add --without {name}",
                 )
     return frozenset(on)
+
+
+def _port_offset(text: str) -> int:
+    if text == "auto":
+        from edaenv.ci import all_base_ports, auto_port_offset, published_ports
+
+        return auto_port_offset(all_base_ports(), taken=published_ports())
+    if not text.lstrip("-").isdigit():
+        raise UsageError(
+            f"'{text}' is not a port offset",
+            where="--port-offset",
+            hint="a number such as 100, or `auto` for the first free hundred",
+        )
+    return int(text)
 
 
 def _check_project(project: str) -> None:

@@ -42,3 +42,16 @@ def nats_dlq_stream(topic: str) -> str:
 
 def nats_dlq_subject(topic: str, key: str = ">") -> str:
     return f"dlq.{topic}.{key}"
+
+
+def rabbit_log(topic: str) -> str:
+    """A stream queue bound with `#`: `edaenv tail` replays it without taking anything."""
+    return f"{topic}.log"
+
+
+# Declared identically by render.py (definitions.json) and the adapter (a mismatch is refused).
+RABBIT_LOG_ARGUMENTS = {
+    "x-queue-type": "stream",
+    "x-max-length-bytes": 512 * 1024 * 1024,
+    "x-stream-max-segment-size-bytes": 16 * 1024 * 1024,
+}

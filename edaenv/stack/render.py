@@ -226,6 +226,13 @@ def rabbitmq_definitions(config: Config) -> str:
                 "arguments": {"x-dead-letter-exchange": dlx},
             },
             {"name": dlq, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
+            {
+                "name": topology.rabbit_log(topic),
+                "vhost": "/",
+                "durable": True,
+                "auto_delete": False,
+                "arguments": dict(topology.RABBIT_LOG_ARGUMENTS),
+            },
         ]
         bindings += [
             {
@@ -242,6 +249,14 @@ def rabbitmq_definitions(config: Config) -> str:
                 "destination": dlq,
                 "destination_type": "queue",
                 "routing_key": "",
+                "arguments": {},
+            },
+            {
+                "source": topic,
+                "vhost": "/",
+                "destination": topology.rabbit_log(topic),
+                "destination_type": "queue",
+                "routing_key": "#",
                 "arguments": {},
             },
         ]

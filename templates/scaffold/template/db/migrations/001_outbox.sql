@@ -2,6 +2,10 @@
 -- business change; the relay publishes it afterwards (at least once, in order per aggregate).
 CREATE TABLE IF NOT EXISTS outbox (
     id             uuid        PRIMARY KEY,
+    -- Insert order, used only to order one aggregate's rows (never as a "rows after N" cursor:
+    -- sequence values commit out of order). A service writes one aggregate's events serially
+    -- (it updates or locks the aggregate's row first), so per aggregate this is commit order.
+    seq            bigint      GENERATED ALWAYS AS IDENTITY,
     aggregate_type text        NOT NULL,
     aggregate_id   text        NOT NULL,
     event_type     text        NOT NULL,
@@ -14,10 +18,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 -- The relay claims the oldest unpublished rows: a partial index keeps that scan small however
 -- many published rows wait for the retention clean-up.
 CREATE INDEX IF NOT EXISTS outbox_unpublished
-    ON outbox (created_at, id) WHERE published_at IS NULL;
--- Per-aggregate order: the relay checks for older unpublished rows of the same aggregate.
+    ON outbox (seq) WHERE published_at IS NULL;
+-- Per-aggregate order: the relay reads the oldest unpublished rows of the aggregates it holds.
 CREATE INDEX IF NOT EXISTS outbox_aggregate_unpublished
-    ON outbox (aggregate_id, created_at) WHERE published_at IS NULL;
+    ON outbox (aggregate_id, seq) WHERE published_at IS NULL;
 -- Retention: published rows are deleted after a while.
 CREATE INDEX IF NOT EXISTS outbox_published_at
     ON outbox (published_at) WHERE published_at IS NOT NULL;

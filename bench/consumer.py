@@ -1,0 +1,200 @@
+"""The sample consumer's idempotent consume against its raw parts, measured in the same run.
+
+N events (10% of them delivered twice) on one topic, then:
+  raw consume       the same broker client: fetch + ack, nothing else;
+  batched inserts   the side-effect rows inserted into PostgreSQL, one transaction per batch;
+  idempotent        the scaffold's consumer (rendered by `edaenv init`): processed_events guard,
+                    side effect and ack, duplicates skipped.
+Ratio = idempotent / min(raw consume, batched inserts); goal >= 0.7.
+
+Uses the native test services (scripts/start-services.sh): PostgreSQL and Tansu (Kafka).
+
+    python bench/consumer.py [--events 100000] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+import psycopg  # noqa: E402
+from outbox_support import (  # noqa: E402
+    KafkaTestBroker,
+    fresh_database,
+    kafka_bootstrap,
+    make_broker,
+    new_topic,
+)
+
+from edaenv.brokers.base import Message  # noqa: E402
+from edaenv.outbox.metrics import ConsumerMetrics  # noqa: E402
+
+
+def render_consumer(directory: Path) -> Any:
+    subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
+    edaenv = Path(sys.executable).parent / "edaenv"
+    subprocess.run(
+        [str(edaenv), "init", "--defaults"], cwd=directory, check=True, capture_output=True
+    )
+    spec = importlib.util.spec_from_file_location(
+        "sample_consumer", directory / "eda" / "consumer" / "main.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def events(topic: str, n: int) -> list[Message]:
+    unique = n - n // 10
+    messages = []
+    for _ in range(unique):
+        order_id = str(uuid.uuid4())
+        data = {"orderId": order_id, "customerId": "c-1", "total": 12.5}
+        messages.append(
+            Message(
+                topic=topic,
+                key=order_id,
+                value=json.dumps(data).encode(),
+                attributes={
+                    "id": str(uuid.uuid4()),
+                    "type": "OrderPlaced",
+                    "specversion": "1.0",
+                    "source": "/bench",
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            )
+        )
+    messages += random.Random(1).sample(messages, n // 10)
+    return messages
+
+
+def raw_consume(broker: Any, topic: str, n: int, batch: int) -> float:
+    subscription = broker.subscribe(topic, f"raw-{uuid.uuid4().hex[:6]}")
+    seen, started = 0, None
+    while seen < n:
+        deliveries = subscription.fetch(batch, 1.0)
+        if deliveries and started is None:
+            started = time.perf_counter()
+        for delivery in deliveries:
+            subscription.ack(delivery)
+        seen += len(deliveries)
+    elapsed = time.perf_counter() - (started or 0)
+    subscription.close()
+    return n / elapsed
+
+
+def batched_inserts(url: str, messages: list[Message], batch: int, schema: str) -> float:
+    """The side-effect rows, one multi-row INSERT and commit per batch (as the consumer does)."""
+    from psycopg.types.json import Jsonb
+
+    rows = [
+        {"event_id": m.attributes["id"], "order_id": m.key, "customer_id": "c-1", "total": 12.5}
+        for m in messages
+    ]
+    with psycopg.connect(url) as conn:
+        conn.execute(schema)
+        conn.commit()
+        started = time.perf_counter()
+        for start in range(0, len(rows), batch):
+            conn.execute(
+                "INSERT INTO order_confirmations (event_id, order_id, customer_id, total) "
+                "SELECT * FROM jsonb_to_recordset(%s) "
+                "AS r(event_id text, order_id text, customer_id text, total numeric)",
+                [Jsonb(rows[start : start + batch])],
+            )
+            conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def idempotent(
+    sample: Any, url: str, bootstrap: str, topic: str, n: int, batch: int
+) -> tuple[float, int, int]:
+    metrics = ConsumerMetrics()
+    consumer = sample.Consumer(
+        make_broker(bootstrap),
+        url,
+        topic=topic,
+        group=f"idem-{uuid.uuid4().hex[:6]}",
+        metrics=metrics,
+        batch=batch,
+    )
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+
+    def done() -> float:
+        get = metrics.registry.get_sample_value
+        return (get("edaenv_consumer_processed_total") or 0) + (
+            get("edaenv_consumer_duplicates_total") or 0
+        )
+
+    while done() == 0:
+        time.sleep(0.005)
+    started, first = time.perf_counter(), done()
+    while done() < n:
+        assert thread.is_alive(), "the consumer stopped"
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    consumer.stop.set()
+    thread.join()
+    get = metrics.registry.get_sample_value
+    return (
+        (n - first) / elapsed,
+        int(get("edaenv_consumer_processed_total") or 0),
+        int(get("edaenv_consumer_duplicates_total") or 0),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    bootstrap = kafka_bootstrap()
+    with tempfile.TemporaryDirectory() as directory:
+        sample = render_consumer(Path(directory))
+    topic = new_topic("bench-consumer")
+    messages = events(topic, args.events)
+    publisher = KafkaTestBroker(bootstrap)
+    publisher.ensure_topology([topic])
+    for start in range(0, len(messages), 5000):
+        publisher.publish(messages[start : start + 5000])
+    publisher.close()
+    broker = make_broker(bootstrap)
+    print(
+        f"consumer bench: {args.events} events ({args.events // 10} duplicates), "
+        f"batch {args.batch}, Kafka (Tansu) via {type(broker).__name__}"
+    )
+
+    consume_rate = raw_consume(broker, topic, args.events, args.batch)
+    with fresh_database() as url:
+        insert_rate = batched_inserts(url, messages, args.batch, sample.SCHEMA)
+    with fresh_database() as url:
+        rate, processed, duplicates = idempotent(
+            sample, url, bootstrap, topic, args.events, args.batch
+        )
+    broker.close()
+    floor = min(consume_rate, insert_rate)
+    print(f"  raw consume + ack        {consume_rate:>10,.0f} msg/s")
+    print(f"  batched inserts          {insert_rate:>10,.0f} rows/s")
+    print(
+        f"  idempotent consume       {rate:>10,.0f} msg/s   ratio {rate / floor:.2f}x of "
+        f"min(raw) (goal >= 0.70); processed {processed}, duplicates skipped {duplicates}"
+    )
+
+
+if __name__ == "__main__":
+    main()

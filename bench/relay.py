@@ -1,0 +1,272 @@
+"""The outbox relay's speed against its raw parts, measured in the same run.
+
+1. Drain rate: N pre-inserted outbox rows (COPY) published by the relay, against
+   - raw publish: the same broker client publishing N messages in batches, and
+   - raw claim-and-mark: `SELECT ... FOR UPDATE SKIP LOCKED` + `UPDATE` per batch, no publish.
+   Ratio = relay / min(raw publish, raw claim-and-mark); goal >= 0.6.
+2. Latency, commit to consume: one row per transaction, the relay woken by NOTIFY, a reader on
+   the topic; against direct publish to consume with the same client. Goal: p99 <= direct + 15 ms.
+
+Uses the native test services (scripts/start-services.sh): PostgreSQL and Tansu (Kafka).
+
+    python bench/relay.py [--rows 100000] [--batch 500] [--latency-events 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+import psycopg  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from outbox_support import (  # noqa: E402
+    PARTITIONS,
+    KafkaTestBroker,
+    copy_events,
+    event_row,
+    fresh_database,
+    kafka_bootstrap,
+    new_topic,
+)
+
+from edaenv.brokers.base import Message  # noqa: E402
+from edaenv.outbox.relay import Options, Relay  # noqa: E402
+
+
+def client(bootstrap: str, kind: str) -> Any:
+    """edaenv's Kafka adapter when it is there (and asked for), else the tests' own client."""
+    if kind == "edaenv":
+        from edaenv.brokers.base import Endpoint
+        from edaenv.brokers.registry import connect
+
+        return connect(Endpoint(broker="kafka", url=bootstrap))
+    return KafkaTestBroker(bootstrap)
+
+
+def rows(n: int, aggregates: int = 1000) -> list[tuple[Any, ...]]:
+    return [event_row(f"agg-{i % aggregates:04d}", i // aggregates) for i in range(n)]
+
+
+def load(url: str, data: list[tuple[Any, ...]]) -> None:
+    """COPY, then ANALYZE as autovacuum would soon after a bulk load (same for both sides)."""
+    copy_events(url, data)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE outbox")
+
+
+def raw_publish(broker: Any, topic: str, data: list[tuple[Any, ...]], batch: int) -> float:
+    messages = [
+        Message(
+            topic=topic,
+            key=r[2],
+            value=r[4].encode(),
+            attributes={**json.loads(r[5]), "type": r[3], "specversion": "1.0"},
+        )
+        for r in data
+    ]
+    started = time.perf_counter()
+    for start in range(0, len(messages), batch):
+        broker.publish(messages[start : start + batch])
+    return len(messages) / (time.perf_counter() - started)
+
+
+def raw_claim_and_mark(url: str, n: int, batch: int) -> float:
+    claim = (
+        "SELECT id, aggregate_id, event_type, payload::text, headers FROM outbox "
+        "WHERE published_at IS NULL ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+    done = 0
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        while True:
+            with conn.cursor() as cur:
+                cur.execute(claim, (batch,))
+                ids = [r[0] for r in cur.fetchall()]
+                if not ids:
+                    break
+                cur.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (ids,))
+            conn.commit()
+            done += len(ids)
+    assert done == n, (done, n)
+    return n / (time.perf_counter() - started)
+
+
+def relay_drain(url: str, broker: Any, topic: str, n: int, batch: int) -> float:
+    relay = Relay(
+        url, broker, route=lambda row: topic, topics=[topic], options=Options(batch_size=batch)
+    )
+    first = relay.relay_batch()  # connections and topology outside the timing
+    started = time.perf_counter()
+    done = relay.drain()
+    elapsed = time.perf_counter() - started
+    relay.close()
+    assert first + done == n, (first, done, n)
+    return done / elapsed
+
+
+class Reader(threading.Thread):
+    """Records when each message arrives, keyed by its `id` attribute."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 1,
+                "fetch.min.bytes": 1,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, -1) for p in range(PARTITIONS)])
+        self.arrived: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for record in self.consumer.consume(100, 0.05):
+                if record.error():
+                    continue
+                headers = dict(record.headers() or [])
+                self.arrived[headers[b"ce_id" if b"ce_id" in headers else "ce_id"].decode()] = (
+                    time.perf_counter()
+                )
+        self.consumer.close()
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return (
+        statistics.median(ordered) * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+def latency_direct(bootstrap: str, broker: Any, topic: str, events: int) -> tuple[float, float]:
+    broker.ensure_topology([topic])
+    reader = Reader(bootstrap, topic)
+    reader.start()
+    time.sleep(2.0)
+    sent: dict[str, float] = {}
+    for _ in range(events):
+        row = event_row(f"agg-{uuid.uuid4().hex[:6]}", 0)
+        event_id = str(row[0])
+        sent[event_id] = time.perf_counter()
+        broker.publish(
+            [
+                Message(
+                    topic=topic,
+                    key=row[2],
+                    value=row[4].encode(),
+                    attributes={"id": event_id, "type": "OrderPlaced"},
+                )
+            ]
+        )
+        time.sleep(0.01)
+    time.sleep(1.0)
+    reader.stop.set()
+    reader.join()
+    return percentiles([reader.arrived[i] - t for i, t in sent.items() if i in reader.arrived])
+
+
+def latency_outbox(
+    url: str, bootstrap: str, broker: Any, topic: str, events: int
+) -> tuple[float, float]:
+    relay = Relay(
+        url, broker, route=lambda row: topic, topics=[topic], options=Options(poll_interval=1.0)
+    )
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    reader = Reader(bootstrap, topic)
+    reader.start()
+    time.sleep(2.0)
+    committed: dict[str, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(events):
+            row = event_row(f"agg-{uuid.uuid4().hex[:6]}", 0)
+            conn.execute(
+                "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, "
+                "payload, headers) VALUES (%s, %s, %s, %s, %s, %s)",
+                row,
+            )
+            committed[str(row[0])] = time.perf_counter()
+            time.sleep(0.01)
+    time.sleep(1.5)
+    reader.stop.set()
+    reader.join()
+    relay.stop()
+    thread.join()
+    missing = [i for i in committed if i not in reader.arrived]
+    assert not missing, f"{len(missing)} events never arrived"
+    return percentiles([reader.arrived[i] - t for i, t in committed.items()])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--latency-events", type=int, default=300)
+    parser.add_argument(
+        "--client",
+        choices=("edaenv", "test"),
+        default=None,
+        help="broker client: edaenv's adapter (default when present) or the "
+        "tests' own confluent-kafka client",
+    )
+    args = parser.parse_args()
+    kind = args.client
+    if kind is None:
+        try:
+            import edaenv.brokers.registry  # noqa: F401
+
+            kind = "edaenv"
+        except ImportError:
+            kind = "test"
+    bootstrap = kafka_bootstrap()
+    broker = client(bootstrap, kind)
+    data = rows(args.rows)
+    print(f"relay bench: {args.rows} rows, batch {args.batch}, Kafka (Tansu) via {kind} client")
+
+    topic = new_topic("bench-raw")
+    broker.ensure_topology([topic])
+    publish_rate = raw_publish(broker, topic, data, args.batch)
+    with fresh_database() as url:
+        load(url, data)
+        claim_rate = raw_claim_and_mark(url, args.rows, args.batch)
+    with fresh_database() as url:
+        load(url, data)
+        topic = new_topic("bench-relay")
+        relay_rate = relay_drain(url, broker, topic, args.rows, args.batch)
+    floor = min(publish_rate, claim_rate)
+    print(f"  raw publish           {publish_rate:>10,.0f} msg/s")
+    print(f"  raw claim-and-mark    {claim_rate:>10,.0f} rows/s")
+    print(
+        f"  relay drain           {relay_rate:>10,.0f} rows/s   ratio {relay_rate / floor:.2f}x "
+        f"of min(raw) (goal >= 0.60)"
+    )
+
+    direct = latency_direct(bootstrap, broker, new_topic("bench-direct"), args.latency_events)
+    with fresh_database() as url:
+        outbox = latency_outbox(
+            url, bootstrap, broker, new_topic("bench-latency"), args.latency_events
+        )
+    print(f"  direct publish->consume   p50 {direct[0]:6.1f} ms   p99 {direct[1]:6.1f} ms")
+    print(
+        f"  outbox commit->consume    p50 {outbox[0]:6.1f} ms   p99 {outbox[1]:6.1f} ms   "
+        f"p99 - direct p99 = {outbox[1] - direct[1]:+.1f} ms (goal <= +15 ms)"
+    )
+    broker.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Kafka and Redpanda through confluent-kafka (librdkafka): an idempotent producer with acks=all,
+consumer groups with manual commits, and tail by partition assignment (no group, no commit)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from edaenv.brokers import base
+from edaenv.errors import BrokerError
+from edaenv.events import topology
+from edaenv.events.envelope import KAFKA
+
+PARTITIONS = 3
+MAX_MESSAGE_BYTES = 1_000_000  # librdkafka's and the brokers' default limit
+SEND_TIMEOUT = 15.0  # a message not acknowledged by then fails (message.timeout.ms)
+POLL_EVERY = 64  # serve delivery callbacks this often while producing
+
+_log = logging.getLogger("edaenv.kafka")
+_log.addHandler(logging.NullHandler())
+_log.propagate = False  # librdkafka's connection chatter; failures surface as BrokerError
+
+
+class KafkaBroker:
+    max_message_bytes = MAX_MESSAGE_BYTES
+
+    def __init__(self, endpoint: base.Endpoint):
+        self.name = endpoint.broker
+        self.url = endpoint.url
+        self.timeout = endpoint.connect_timeout
+        self.common: dict[str, Any] = {
+            "bootstrap.servers": endpoint.url,
+            "logger": _log,
+            "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
+        }
+        self.admin = AdminClient(self.common)
+        self.known = self._topics()
+        self._producer: Producer | None = None
+
+    # --- topology ------------------------------------------------------------------------------
+
+    def _topics(self) -> set[str]:
+        # All topics, never one by name: a metadata request for one name auto-creates it on
+        # brokers that allow that (Tansu does), which would hide a missing topic.
+        try:
+            return set(self.admin.list_topics(timeout=self.timeout).topics)
+        except KafkaException:
+            raise self._unreachable() from None
+
+    def _unreachable(self) -> BrokerError:
+        return BrokerError(
+            f"cannot reach {self.name} at {self.url}",
+            hint="is the stack up? run `edaenv up`, or `edaenv status`",
+        )
+
+    def _missing(self, topic: str) -> BrokerError:
+        return BrokerError(
+            f"topic '{topic}' does not exist on {self.name} at {self.url}",
+            hint=_known_hint(self.known),
+        )
+
+    def ensure_topology(self, topics: Sequence[str]) -> None:
+        wanted = list(
+            dict.fromkeys(t for topic in topics for t in (topic, topology.dlq_topic(topic)))
+        )
+        missing = [t for t in wanted if t not in self.known]
+        if missing:
+            self.known = self._topics()
+            missing = [t for t in wanted if t not in self.known]
+        if not missing:
+            return
+        futures = self.admin.create_topics(
+            [NewTopic(t, PARTITIONS, 1) for t in missing], request_timeout=self.timeout
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=self.timeout + 5)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(
+                        f"cannot create topic '{name}' on {self.name} at {self.url}: {error.str()}"
+                    ) from None
+        self.known.update(missing)
+
+    # --- publish ---------------------------------------------------------------------------------
+
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(
+                {
+                    **self.common,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(SEND_TIMEOUT * 1000),
+                    "queue.buffering.max.messages": 200_000,
+                }
+            )
+            # Connected and with metadata before the first message: otherwise that message
+            # waits for librdkafka's first metadata round (~0.5 s on a fresh producer).
+            try:
+                self._producer.list_topics(timeout=self.timeout)
+            except KafkaException:
+                raise self._unreachable() from None
+        return self._producer
+
+    def publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+        self._check(messages)
+        count = len(messages)
+        positions: list[dict[str, Any]] = [{}] * count
+        sent = [0.0] * count
+        failures: list[KafkaError] = []
+        clock = time.perf_counter
+
+        def delivered(index: int, err: KafkaError | None, record: Message) -> None:
+            if err is not None:
+                failures.append(err)
+            else:
+                positions[index] = {
+                    "partition": record.partition(),
+                    "offset": record.offset(),
+                    "latency_ms": (clock() - sent[index]) * 1000,
+                }
+
+        producer = self.producer()
+        produce, poll = producer.produce, producer.poll
+        for index, message in enumerate(messages):
+            headers: Any = KAFKA.headers(message.attributes, message.headers)
+            while True:
+                try:
+                    sent[index] = clock()
+                    produce(
+                        message.topic,
+                        message.value,
+                        message.key,
+                        headers=headers,
+                        on_delivery=partial(delivered, index),
+                    )
+                    break
+                except BufferError:
+                    poll(0.01)
+            if index % POLL_EVERY == 0:
+                poll(0)
+        remaining = producer.flush(SEND_TIMEOUT + 5)
+        if failures or remaining:
+            # An idempotent producer that timed out may be fenced for good: start a fresh one.
+            producer.purge()
+            self._producer = None
+            if failures:
+                error = failures[0]
+                if error.code() == KafkaError._MSG_TIMED_OUT:
+                    raise self._unreachable()
+                raise BrokerError(
+                    f"{len(failures)} of {count} message(s) refused by {self.name} "
+                    f"at {self.url}: {error.str()}"
+                )
+            raise BrokerError(
+                f"{remaining} of {count} message(s) not acknowledged by {self.name} "
+                f"at {self.url} within {SEND_TIMEOUT + 5:g}s",
+                hint="is the broker healthy? `edaenv status`",
+            )
+        return positions
+
+    def _check(self, messages: Sequence[base.Message]) -> None:
+        for message in messages:
+            size = _size(message)
+            if size > self.max_message_bytes:
+                raise BrokerError(
+                    f"message of {size} bytes for key '{message.key}' is larger "
+                    f"than {self.name} accepts ({self.max_message_bytes} bytes)"
+                )
+        topics = {m.topic for m in messages} - self.known
+        if topics:
+            self.known = self._topics()
+            for topic in sorted(topics - self.known):
+                raise self._missing(topic)
+
+    # --- read ------------------------------------------------------------------------------------
+
+    def _consumer(self, group: str, **extra: Any) -> Consumer:
+        return Consumer({**self.common, "group.id": group, "enable.auto.commit": False, **extra})
+
+    def tail(
+        self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
+    ) -> Iterator[base.Delivery]:
+        if topic not in self.known:
+            self.known = self._topics()
+            if topic not in self.known:
+                raise self._missing(topic)
+        # A group id is mandatory for librdkafka, but without subscribe() or commit() no group
+        # ever exists on the broker.
+        consumer = self._consumer(
+            f"edaenv-tail-{uuid.uuid4().hex}",
+            **{"enable.auto.offset.store": False, "enable.partition.eof": True},
+        )
+        try:
+            partitions = consumer.list_topics(topic, timeout=self.timeout).topics[topic].partitions
+            start = {}
+            for p in sorted(partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=self.timeout
+                )
+                start[p] = low if from_beginning else high
+            consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+            # Not following, a partition is done at its end-of-partition event: the end as the
+            # fetch saw it (watermarks asked beforehand may lag behind on some brokers).
+            pending = set(start)
+            idle_since = time.monotonic()
+            while follow or (pending and time.monotonic() - idle_since < idle_timeout):
+                records = consumer.consume(500, 0.2)
+                if records:
+                    idle_since = time.monotonic()
+                for record in records:
+                    error = record.error()
+                    if error is None:
+                        yield _delivery(record)
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(record.partition())
+        except KafkaException:
+            raise self._unreachable() from None
+        finally:
+            consumer.close()
+
+    def subscribe(self, topic: str, group: str) -> KafkaSubscription:
+        if topic not in self.known:
+            self.known = self._topics()
+            if topic not in self.known:
+                raise self._missing(topic)
+        consumer = self._consumer(group, **{"auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        return KafkaSubscription(consumer, self.name, self.url)
+
+    def publish_dead_letter(
+        self, topic: str, delivery: base.Delivery, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        letter = base.Message(
+            topic=topology.dlq_topic(topic),
+            key=delivery.key,
+            value=delivery.value,
+            attributes=dict(delivery.attributes),
+            headers={**delivery.headers, **headers},
+        )
+        return self.publish([letter])[0]
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(SEND_TIMEOUT)
+            self._producer = None
+
+
+class KafkaSubscription:
+    """A consumer group member; ack() commits the delivery's offset (asynchronously, at least
+    once), close() commits what was acknowledged before leaving the group."""
+
+    def __init__(self, consumer: Consumer, name: str, url: str):
+        self.consumer = consumer
+        self.name, self.url = name, url
+        self.acked: dict[tuple[str, int], int] = {}
+
+    def fetch(self, max_messages: int, timeout: float) -> list[base.Delivery]:
+        try:
+            records = self.consumer.consume(max_messages, timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"{self.name} at {self.url}: {exc.args[0].str()}") from None
+        deliveries = []
+        for record in records:
+            error = record.error()
+            if error is None:
+                deliveries.append(_delivery(record))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise BrokerError(f"{self.name} at {self.url}: {error.str()}")
+        return deliveries
+
+    def ack(self, delivery: base.Delivery) -> None:
+        offset = TopicPartition(
+            delivery.topic, delivery.position["partition"], delivery.position["offset"] + 1
+        )
+        self.acked[(offset.topic, offset.partition)] = offset.offset
+        self.consumer.commit(offsets=[offset], asynchronous=True)
+
+    def close(self) -> None:
+        try:
+            if self.acked:
+                self.consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in self.acked.items()],
+                    asynchronous=False,
+                )
+        except KafkaException:
+            pass  # not committed: those events come again, which at-least-once allows
+        finally:
+            self.consumer.close()
+
+
+def _delivery(record: Message) -> base.Delivery:
+    pairs: Any = record.headers() or ()  # consumed records: a list of (name, bytes | None)
+    attributes, headers = KAFKA.split(pairs)
+    key = record.key()
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
+    return base.Delivery(
+        topic=record.topic() or "",
+        key=text,
+        value=record.value() or b"",
+        attributes=attributes,
+        headers=headers,
+        position={"partition": record.partition(), "offset": record.offset()},
+    )
+
+
+def _known_hint(known: set[str]) -> str:
+    shown = sorted(t for t in known if not t.startswith("_"))
+    listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+    return (
+        f"topics there: {listed or 'none'}. `edaenv up` and `edaenv publish` create the "
+        "topics of your contracts (events/*.schema.json)"
+    )
+
+
+def _size(message: base.Message) -> int:
+    headers = sum(len(k) + len(v) for k, v in message.attributes.items())
+    headers += sum(len(k) + len(v) for k, v in message.headers.items())
+    return len(message.value) + len(message.key) + headers + 64

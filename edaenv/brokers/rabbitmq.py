@@ -1,0 +1,405 @@
+"""RabbitMQ through pika: a topic exchange per topic, publisher confirms with mandatory routing,
+the consumer queue `<topic>.consumer` (manual acks) with its dead-letter exchange and queue, and
+a stream queue `<topic>.log` bound with `#` that `tail` reads without taking anything."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from edaenv.brokers import base
+from edaenv.errors import BrokerError
+from edaenv.events import topology
+from edaenv.events.envelope import AMQP
+
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
+CONFIRM_TIMEOUT = 15.0
+WINDOW = 1000  # unconfirmed messages in flight
+TAIL_QUIET = 0.5  # a stream has no "end": not following, tail stops after this long without news
+PREFETCH = 500
+
+
+class RabbitBroker:
+    name = "rabbitmq"
+    max_message_bytes = MAX_MESSAGE_BYTES
+
+    def __init__(self, endpoint: base.Endpoint):
+        parts = urlsplit(endpoint.url)
+        self.url = f"{parts.hostname}:{parts.port or 5672}"
+        self.timeout = endpoint.connect_timeout
+        params = pika.URLParameters(endpoint.url)
+        params.connection_attempts = 1
+        params.socket_timeout = self.timeout
+        params.stack_timeout = self.timeout
+        params.blocked_connection_timeout = CONFIRM_TIMEOUT
+        try:
+            self.connection = pika.BlockingConnection(params)
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError):
+            raise BrokerError(
+                f"rabbitmq at {self.url} refused the credentials",
+                hint="RABBITMQ_USER / RABBITMQ_PASSWORD in the scaffold's .env "
+                "must be the broker's (or EDAENV_BROKER_URL's)",
+            ) from None
+        except pika.exceptions.AMQPError:
+            raise self._unreachable() from None
+        self.exchanges: set[str] = set()
+        self._confirming: BlockingChannel | None = None
+        self._outstanding: dict[int, tuple[int, float]] = {}
+        self._tag = 0
+        self._acked: list[tuple[int, float]] = []
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+
+    def _unreachable(self) -> BrokerError:
+        return BrokerError(
+            f"cannot reach rabbitmq at {self.url}",
+            hint="is the stack up? run `edaenv up`, or `edaenv status`",
+        )
+
+    def _broken(self, exc: Exception) -> BrokerError:
+        if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+            return BrokerError(f"rabbitmq at {self.url} refused: {exc.reply_text}")
+        return self._unreachable()
+
+    # --- topology ------------------------------------------------------------------------------
+
+    def _exists(self, kind: str, name: str) -> bool:
+        """A passive declare: a missing one closes its channel, so it gets a channel of its own."""
+        channel = self.connection.channel()
+        try:
+            if kind == "exchange":
+                channel.exchange_declare(name, passive=True)
+            else:
+                channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return False
+            raise self._broken(exc) from None
+        channel.close()
+        return True
+
+    def ensure_topology(self, topics: Sequence[str]) -> None:
+        try:
+            channel = self.connection.channel()
+            for topic in dict.fromkeys(topics):
+                dlx = topology.rabbit_dlx(topic)
+                channel.exchange_declare(topic, "topic", durable=True)
+                channel.exchange_declare(dlx, "fanout", durable=True)
+                for queue, arguments, source, key in (
+                    (topology.rabbit_queue(topic), {"x-dead-letter-exchange": dlx}, topic, "#"),
+                    (topology.rabbit_dlq(topic), {}, dlx, ""),
+                    (topology.rabbit_log(topic), topology.RABBIT_LOG_ARGUMENTS, topic, "#"),
+                ):
+                    channel.queue_declare(queue, durable=True, arguments=arguments)
+                    channel.queue_bind(queue, source, routing_key=key)
+                self.exchanges.update((topic, dlx))
+            channel.close()
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerError(
+                f"rabbitmq at {self.url} refused the topology: {exc.reply_text}",
+                hint="a queue or exchange of that name exists with other "
+                "settings: delete it (management UI) or `edaenv down -v`",
+            ) from None
+        except pika.exceptions.AMQPError as exc:
+            raise self._broken(exc) from None
+
+    # --- publish ---------------------------------------------------------------------------------
+
+    def _channel(self) -> BlockingChannel:
+        """The publishing channel in confirm mode. pika's BlockingChannel would wait for each
+        confirm in turn; its underlying channel lets a window of confirms be in flight."""
+        if self._confirming is None or not self._confirming.is_open:
+            channel = self.connection.channel()
+            ready: list[bool] = []
+            channel._impl.confirm_delivery(
+                ack_nack_callback=self._on_confirm, callback=lambda _frame: ready.append(True)
+            )
+            channel._impl.add_on_return_callback(self._on_return)
+            deadline = time.monotonic() + self.timeout
+            while not ready and time.monotonic() < deadline:
+                self.connection.process_data_events(time_limit=0.05)
+            if not ready:
+                raise self._unreachable()
+            self._confirming, self._tag = channel, 0
+            self._outstanding.clear()
+        return self._confirming
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        now = time.perf_counter()
+        done = (
+            [t for t in self._outstanding if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        for tag in done:
+            index, sent = self._outstanding.pop(tag, (-1, now))
+            if nack:
+                self._nacked.append(index)
+            else:
+                self._acked.append((index, (now - sent) * 1000))
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.append(f"{method.exchange}/{method.routing_key}")
+
+    def publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+        self._check(messages)
+        try:
+            channel = self._channel()
+            publish = channel._impl.basic_publish
+            pump = self.connection.process_data_events
+            self._acked, self._nacked, self._returned = [], [], []
+            clock = time.perf_counter
+            for index, message in enumerate(messages):
+                properties = pika.BasicProperties(
+                    content_type=message.attributes.get("datacontenttype"),
+                    message_id=message.attributes.get("id"),
+                    delivery_mode=2,
+                    headers=AMQP.headers(message.attributes, message.headers),
+                )
+                self._tag += 1
+                self._outstanding[self._tag] = (index, clock())
+                publish(message.topic, message.key, message.value, properties, mandatory=True)
+                while len(self._outstanding) >= WINDOW:
+                    pump(time_limit=0.01)
+            deadline = time.monotonic() + CONFIRM_TIMEOUT
+            pump(time_limit=0)
+            while self._outstanding and time.monotonic() < deadline:
+                pump(time_limit=0.01)
+        except pika.exceptions.AMQPError as exc:
+            self._confirming = None
+            raise self._broken(exc) from None
+        if self._outstanding:
+            self._confirming = None
+            raise BrokerError(
+                f"{len(self._outstanding)} of {len(messages)} message(s) not "
+                f"confirmed by rabbitmq at {self.url} within {CONFIRM_TIMEOUT:g}s"
+            )
+        if self._nacked:
+            raise BrokerError(
+                f"rabbitmq at {self.url} refused {len(self._nacked)} of "
+                f"{len(messages)} message(s) (basic.nack)"
+            )
+        if self._returned:
+            raise BrokerError(
+                f"{len(self._returned)} message(s) unroutable: no queue bound to "
+                f"{self._returned[0]}",
+                hint="`edaenv up` or `edaenv publish` declares the queues of your "
+                "contracts' topics",
+            )
+        positions: list[dict[str, Any]] = [{}] * len(messages)
+        for index, latency in self._acked:
+            message = messages[index]
+            positions[index] = {
+                "exchange": message.topic,
+                "routing_key": message.key,
+                "latency_ms": latency,
+            }
+        return positions
+
+    def _check(self, messages: Sequence[base.Message]) -> None:
+        for message in messages:
+            size = len(message.value) + sum(len(k) + len(v) for k, v in message.attributes.items())
+            if size > self.max_message_bytes:
+                raise BrokerError(
+                    f"message of {size} bytes for key '{message.key}' is larger "
+                    f"than rabbitmq accepts ({self.max_message_bytes} bytes)"
+                )
+        for exchange in sorted({m.topic for m in messages} - self.exchanges):
+            if not self._exists("exchange", exchange):
+                raise BrokerError(
+                    f"exchange '{exchange}' does not exist on rabbitmq at {self.url}",
+                    hint="`edaenv up` and `edaenv publish` declare the exchanges "
+                    "of your contracts' topics (events/*.schema.json)",
+                )
+            self.exchanges.add(exchange)
+
+    # --- read ------------------------------------------------------------------------------------
+
+    def _consume(
+        self,
+        queue: str,
+        prefetch: int,
+        arguments: dict[str, Any] | None = None,
+    ) -> tuple[BlockingChannel, deque[tuple[Any, Any, bytes]]]:
+        channel = self.connection.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+        buffer: deque[tuple[Any, Any, bytes]] = deque()
+        channel.basic_consume(
+            queue,
+            lambda _ch, method, props, body: buffer.append((method, props, body)),
+            arguments=arguments,
+        )
+        return channel, buffer
+
+    def tail(
+        self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
+    ) -> Iterator[base.Delivery]:
+        log = topology.rabbit_log(topic)
+        try:
+            if self._exists("queue", log):
+                yield from self._tail_stream(log, topic, from_beginning, follow, idle_timeout)
+            elif self._exists("queue", topic):
+                yield from self._browse(topic, idle_timeout)
+            else:
+                raise BrokerError(
+                    f"no stream '{log}' nor queue '{topic}' on rabbitmq at {self.url}",
+                    hint="`edaenv up` and `edaenv publish` declare the topology "
+                    "of your contracts' topics (events/*.schema.json)",
+                )
+        except pika.exceptions.AMQPError as exc:
+            raise self._broken(exc) from None
+
+    def _tail_stream(
+        self, log: str, topic: str, from_beginning: bool, follow: bool, idle_timeout: float
+    ) -> Iterator[base.Delivery]:
+        """Reading a stream queue takes nothing: the acks below only grant the consumer credit."""
+        if not (from_beginning or follow):
+            return
+        offset = "first" if from_beginning else "next"
+        channel, buffer = self._consume(log, 1000, {"x-stream-offset": offset})
+        quiet = min(idle_timeout, TAIL_QUIET)
+        try:
+            last = time.monotonic()
+            while follow or time.monotonic() - last < quiet:
+                self.connection.process_data_events(time_limit=0.05)
+                if not buffer:
+                    continue
+                last = time.monotonic()
+                while buffer:
+                    method, props, body = buffer.popleft()
+                    headers = dict(props.headers or {})
+                    offset = headers.pop("x-stream-offset", None)
+                    position = {"queue": log, "offset": None if offset is None else int(offset)}
+                    yield _delivery(topic, method, props, body, headers, position)
+                    if method.delivery_tag % 200 == 0 or not buffer:
+                        # Credit for the stream consumer before it runs dry; takes nothing.
+                        channel.basic_ack(method.delivery_tag, multiple=True)
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    def _browse(self, queue: str, idle_timeout: float) -> Iterator[base.Delivery]:
+        """A classic queue (e.g. the dead letters) read without acks: closing the channel puts
+        every message back, in order."""
+        channel = self.connection.channel()
+        count = channel.queue_declare(queue, passive=True).method.message_count
+        channel.close()
+        if not count:
+            return
+        channel, buffer = self._consume(queue, count)
+        seen = 0
+        try:
+            last = time.monotonic()
+            while seen < count and time.monotonic() - last < idle_timeout:
+                self.connection.process_data_events(time_limit=0.05)
+                while buffer and seen < count:
+                    method, props, body = buffer.popleft()
+                    seen, last = seen + 1, time.monotonic()
+                    headers = dict(props.headers or {})
+                    yield _delivery(
+                        queue, method, props, body, headers, {"queue": queue, "index": seen - 1}
+                    )
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    def subscribe(self, topic: str, group: str) -> RabbitSubscription:
+        """Every subscriber of a topic shares its queue `<topic>.consumer` (competing
+        consumers); the group name is not needed to find it."""
+        queue = topology.rabbit_queue(topic)
+        if not self._exists("queue", queue):
+            raise BrokerError(
+                f"queue '{queue}' does not exist on rabbitmq at {self.url}",
+                hint="`edaenv up` declares the queues of your contracts' topics",
+            )
+        channel, buffer = self._consume(queue, PREFETCH)
+        return RabbitSubscription(
+            self.connection.process_data_events, channel, buffer, topic, queue
+        )
+
+    def publish_dead_letter(
+        self, topic: str, delivery: base.Delivery, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        letter = base.Message(
+            topic=topology.rabbit_dlx(topic),
+            key=delivery.key,
+            value=delivery.value,
+            attributes=dict(delivery.attributes),
+            headers={**delivery.headers, **headers},
+        )
+        return self.publish([letter])[0]
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self.connection.close()
+
+
+class RabbitSubscription:
+    def __init__(
+        self,
+        pump: Callable[..., None],
+        channel: BlockingChannel,
+        buffer: deque[tuple[Any, Any, bytes]],
+        topic: str,
+        queue: str,
+    ):
+        self.pump, self.channel, self.buffer = pump, channel, buffer
+        self.topic, self.queue = topic, queue
+
+    def fetch(self, max_messages: int, timeout: float) -> list[base.Delivery]:
+        deadline = time.monotonic() + timeout
+        try:
+            self.pump(time_limit=0)
+            while not self.buffer and time.monotonic() < deadline:
+                self.pump(time_limit=min(0.05, max(0.0, deadline - time.monotonic())))
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(f"rabbitmq: the consumer lost its channel ({exc})") from None
+        deliveries: list[base.Delivery] = []
+        while self.buffer and len(deliveries) < max_messages:
+            method, props, body = self.buffer.popleft()
+            position = {
+                "queue": self.queue,
+                "delivery_tag": method.delivery_tag,
+                "redelivered": method.redelivered,
+            }
+            deliveries.append(
+                _delivery(self.topic, method, props, body, dict(props.headers or {}), position)
+            )
+        return deliveries
+
+    def ack(self, delivery: base.Delivery) -> None:
+        self.channel.basic_ack(delivery.position["delivery_tag"])
+
+    def close(self) -> None:
+        if self.channel.is_open:
+            self.channel.close()
+
+
+def _delivery(
+    topic: str,
+    method: Any,
+    props: Any,
+    body: bytes,
+    headers: dict[str, Any],
+    position: dict[str, Any],
+) -> base.Delivery:
+    attributes, other = AMQP.split(headers.items(), props.content_type)
+    return base.Delivery(
+        topic=method.exchange or topic,
+        key=method.routing_key,
+        value=body,
+        attributes=attributes,
+        headers=other,
+        position=position,
+    )

@@ -1,0 +1,96 @@
+"""The stack as host clients see it: published ports on 127.0.0.1 plus the secrets of .env.
+
+The single place that turns `config.ports()` and `.env` into URLs; `edaenv env` prints them as
+EDAENV_* variables and `edaenv up` shows them as a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from edaenv.config import Config
+from edaenv.stack.dotenv import read_env
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    service: str
+    what: str
+    variable: str
+    url: str
+    secret: str | None = None  # the part of the url to mask in displays
+
+    def shown(self) -> str:
+        return self.url.replace(self.secret, "****") if self.secret else self.url
+
+
+def endpoints(config: Config, secrets: dict[str, str] | None = None) -> list[Endpoint]:
+    secrets = read_env(config.env_file) if secrets is None else secrets
+    ports = config.ports()
+    found = [_broker(config, ports["broker"], secrets)]
+    broker_extra = {
+        "rabbitmq": ("management", "management UI", "EDAENV_RABBITMQ_MANAGEMENT_URL"),
+        "nats": ("monitor", "monitoring", "EDAENV_NATS_MONITOR_URL"),
+        "redpanda": ("admin", "admin API", "EDAENV_REDPANDA_ADMIN_URL"),
+    }
+    if config.broker in broker_extra:
+        port, what, variable = broker_extra[config.broker]
+        found.append(Endpoint("broker", what, variable, _http(ports["broker"][port])))
+    if "postgres" in ports:
+        user, password = secrets["POSTGRES_USER"], secrets["POSTGRES_PASSWORD"]
+        found.append(
+            Endpoint(
+                "postgres",
+                "database (DSN)",
+                "EDAENV_DATABASE_URL",
+                f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{HOST}:"
+                f"{ports['postgres']['postgres']}/{quote(secrets['POSTGRES_DB'], safe='')}",
+                secret=quote(password, safe=""),
+            )
+        )
+    for service, port, what, variable in (
+        ("relay", "metrics", "metrics", "EDAENV_RELAY_METRICS_URL"),
+        ("consumer", "metrics", "metrics", "EDAENV_CONSUMER_METRICS_URL"),
+        ("jaeger", "ui", "tracing UI", "EDAENV_JAEGER_URL"),
+        ("jaeger", "otlp-http", "OTLP/HTTP in", "EDAENV_OTLP_ENDPOINT"),
+        ("prometheus", "http", "metrics UI", "EDAENV_PROMETHEUS_URL"),
+        ("grafana", "http", "dashboards", "EDAENV_GRAFANA_URL"),
+    ):
+        if service in ports:
+            found.append(Endpoint(service, what, variable, _http(ports[service][port])))
+    return found
+
+
+def environment(config: Config, secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """EDAENV_* variables for scripts and tests (credentials included)."""
+    found = endpoints(config, secrets)
+    env = {"EDAENV_PROJECT": config.project, "EDAENV_BROKER": config.broker}
+    env.update({endpoint.variable: endpoint.url for endpoint in found})
+    if config.broker in ("kafka", "redpanda"):
+        env["EDAENV_KAFKA_BOOTSTRAP_SERVERS"] = env["EDAENV_BROKER_URL"]
+    return env
+
+
+def _http(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def _broker(config: Config, ports: dict[str, int], secrets: dict[str, str]) -> Endpoint:
+    if config.broker in ("kafka", "redpanda"):
+        return Endpoint(
+            "broker", "Kafka API (bootstrap)", "EDAENV_BROKER_URL", f"{HOST}:{ports['kafka']}"
+        )
+    if config.broker == "rabbitmq":
+        user, password = secrets["RABBITMQ_USER"], secrets["RABBITMQ_PASSWORD"]
+        scheme, port, what = "amqp", ports["amqp"], "AMQP"
+        path = "/%2F"
+    else:
+        user, password = secrets["NATS_USER"], secrets["NATS_PASSWORD"]
+        scheme, port, what = "nats", ports["client"], "NATS client"
+        path = ""
+    password = quote(password, safe="")
+    url = f"{scheme}://{quote(user, safe='')}:{password}@{HOST}:{port}{path}"
+    return Endpoint("broker", what, "EDAENV_BROKER_URL", url, secret=password)

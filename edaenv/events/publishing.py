@@ -1,0 +1,344 @@
+"""What `edaenv publish`, `seed` and `tail` do: find the contract, validate everything before
+anything is sent, publish with broker acknowledgement (or into the outbox), read back."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edaenv.config import Config
+from edaenv.errors import BrokerError, UsageError
+from edaenv.events.contracts import Contract, load_contracts, topics
+from edaenv.events.envelope import CORRELATION_ID, TRACEPARENT, Envelope, aggregate_id, outbox_row
+from edaenv.events.validate import Validator
+
+if TYPE_CHECKING:
+    from edaenv.brokers.base import Broker, Message
+
+# Messages per publish() call. Each call waits for all its acknowledgements, so a call is
+# several of the adapters' own in-flight windows: the pipeline drains once per call, not often.
+WINDOW = 5000
+EXTENSIONS = (TRACEPARENT, CORRELATION_ID)
+
+
+def contracts(config: Config) -> list[Contract]:
+    found = load_contracts(config.scaffold_dir / "events")
+    if not found:
+        raise UsageError(
+            f"no event contracts in {config.scaffold_dir / 'events'}",
+            hint="add an <Event>.v<N>.schema.json there (see the one `edaenv init` wrote)",
+        )
+    return found
+
+
+def find_contract(config: Config, name: str) -> Contract:
+    """`OrderPlaced` (its latest version) or `OrderPlaced.v1`."""
+    every = contracts(config)
+    matches = [c for c in every if name in (c.event, c.name)]
+    if matches:
+        return matches[-1]
+    names = sorted({c.event for c in every} | {c.name for c in every})
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    raise UsageError(
+        f"unknown event type '{name}'",
+        where="TYPE",
+        hint=f"{guess}contracts: {', '.join(c.name for c in every)}",
+    )
+
+
+def parse_headers(pairs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """--header k=v: `traceparent` and `correlationid` replace the envelope's; others are sent
+    as plain protocol headers."""
+    extensions: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(
+                f"'{pair}' is not NAME=VALUE",
+                where="--header",
+                hint="e.g. --header correlationid=order-flow-42",
+            )
+        name = name.strip()
+        if name.lower() in EXTENSIONS:
+            extensions[name.lower()] = value
+        else:
+            headers[name] = value
+    return extensions, headers
+
+
+@dataclass
+class Batch:
+    """Events checked against their contract, ready to send: nothing is sent unless all are."""
+
+    contract: Contract
+    messages: list[Message] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)  # where each event came from
+
+
+def prepare(
+    config: Config,
+    contract: Contract,
+    items: Iterable[tuple[str, Any]],
+    *,
+    key: str | None = None,
+    header_pairs: Sequence[str] = (),
+    validator: Validator | None = None,
+) -> Batch:
+    """Validate every (where, data) item and wrap it in the envelope; the first violation
+    raises, naming where, the JSON pointer and the rule."""
+    extensions, headers = parse_headers(header_pairs)
+    envelope = Envelope(contract, config.project, extensions=extensions, headers=headers)
+    validator = validator or Validator(contract)
+    batch = Batch(contract)
+    for where, data in items:
+        validator.check(data, where)
+        message_key = key or aggregate_id(contract, data)
+        if message_key is None:
+            raise UsageError(
+                f"the data has no '{contract.key}', the aggregate id of "
+                f"{contract.name} and so the message key",
+                where=where,
+                hint=f'add "{contract.key}" to the data, or pass --key',
+            )
+        batch.messages.append(envelope.message(data, message_key))
+        batch.wheres.append(where)
+    return batch
+
+
+def check_sizes(batch: Batch, limit: int) -> None:
+    """Every event fits the broker, or none is sent."""
+    for where, message in zip(batch.wheres, batch.messages, strict=True):
+        size = (
+            len(message.value)
+            + len(message.key)
+            + sum(
+                len(k) + len(v) for k, v in (*message.attributes.items(), *message.headers.items())
+            )
+        )
+        if size > limit - 512:  # room for the protocol's own framing
+            raise UsageError(
+                f"the event is {size} bytes with its envelope, more than the "
+                f"broker accepts ({limit} bytes)",
+                where=where,
+                hint="send less data in the event (a reference to it, say); nothing was published",
+            )
+
+
+def open_broker(config: Config) -> Broker:
+    from edaenv.brokers.registry import connect, host_endpoint
+
+    return connect(host_endpoint(config))
+
+
+def send(broker: Broker, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    positions: list[dict[str, Any]] = []
+    for start in range(0, len(messages), WINDOW):
+        positions += broker.publish(messages[start : start + WINDOW])
+    return positions
+
+
+def write_outbox(config: Config, batch: Batch) -> int:
+    """Insert the events into the outbox in one transaction, for the relay to publish."""
+    import psycopg
+
+    from edaenv.brokers.registry import database_url
+
+    url = database_url(config)
+    rows = [outbox_row(m, batch.contract) for m in batch.messages]
+    try:
+        with (
+            psycopg.connect(url, connect_timeout=5) as conn,
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY outbox (id, aggregate_type, aggregate_id, event_type, payload, "
+                "headers) FROM STDIN"
+            ) as copy,
+        ):
+            for row in rows:
+                copy.write_row(
+                    (
+                        row["id"],
+                        row["aggregate_type"],
+                        row["aggregate_id"],
+                        row["event_type"],
+                        row["payload"],
+                        row["headers"],
+                    )
+                )
+    except psycopg.errors.UndefinedTable:
+        raise UsageError(
+            "the database has no outbox table",
+            hint="apply db/migrations/001_outbox.sql of the scaffold (`edaenv up` does)",
+        ) from None
+    except psycopg.OperationalError as exc:
+        where = url.rpartition("@")[2]
+        raise BrokerError(
+            f"cannot reach postgres at {where}: {str(exc).strip().splitlines()[0]}",
+            hint="is the stack up? run `edaenv up`, or `edaenv status`",
+        ) from None
+    return len(rows)
+
+
+# --- seed -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    sent: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    interrupted: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "msg_per_s": round(self.acknowledged / self.seconds, 1) if self.seconds else 0.0,
+            "ack_latency_ms": {
+                "p50": _percentile(self.latencies, 50),
+                "p99": _percentile(self.latencies, 99),
+            },
+            "interrupted": self.interrupted,
+            "error": self.error,
+        }
+
+
+def _percentile(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, (len(ordered) * q) // 100)], 3)
+
+
+def generated(contract: Contract, count: int, seed: int | None) -> Iterator[tuple[str, Any]]:
+    from edaenv.events.generate import generator
+
+    make = generator(contract)
+    rng = random.Random(seed)
+    for number in range(1, count + 1):
+        yield f"generated event {number}", make(rng)
+
+
+def seed(
+    broker: Broker | None,
+    batch: Batch,
+    *,
+    rate: float | None,
+    advance: Callable[[int], None],
+    on_batch: Callable[[Batch], int] | None = None,
+) -> Summary:
+    """Send the batch window by window (or into the outbox by on_batch), paced to `rate`.
+    Ctrl-C stops after the window in flight and reports what was acknowledged."""
+    summary = Summary()
+    messages = batch.messages
+    step = WINDOW if not rate else max(1, min(WINDOW, int(rate / 20) or 1))
+    started = time.perf_counter()
+    try:
+        for start in range(0, len(messages), step):
+            if rate:
+                wait = started + start / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            window = messages[start : start + step]
+            summary.sent += len(window)
+            try:
+                if on_batch is not None:
+                    summary.acknowledged += on_batch(Batch(batch.contract, list(window)))
+                else:
+                    assert broker is not None
+                    positions = broker.publish(window)
+                    summary.acknowledged += len(positions)
+                    summary.latencies += [p["latency_ms"] for p in positions]
+            except BrokerError as exc:
+                summary.failed += len(window)
+                summary.error = str(exc)
+                break
+            advance(len(window))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        summary.failed = summary.sent - summary.acknowledged
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# --- tail -----------------------------------------------------------------------------------------
+
+
+def default_topic(config: Config) -> str:
+    names = topics(contracts(config))
+    if len(names) == 1:
+        return names[0]
+    raise UsageError(
+        "the contracts name several topics: which one?",
+        where="TOPIC",
+        hint=f"e.g. `edaenv tail {names[0]}`; topics: {', '.join(names)}",
+    )
+
+
+def record(delivery: Any) -> dict[str, Any]:
+    """A delivery as a dict: envelope, data (parsed when it is JSON), broker position."""
+    try:
+        data: Any = json.loads(delivery.value, parse_constant=_not_json)
+    except ValueError:
+        data = delivery.value.decode("utf-8", "replace")
+    return {
+        "topic": delivery.topic,
+        "key": delivery.key,
+        "position": delivery.position,
+        "attributes": delivery.attributes,
+        "headers": delivery.headers,
+        "data": data,
+    }
+
+
+def json_line(delivery: Any) -> str:
+    """record() as one JSON line. A body that is strict JSON on one line goes in as it is:
+    parsed to check it, never encoded again."""
+    head = _dumps(
+        {
+            "topic": delivery.topic,
+            "key": delivery.key,
+            "position": delivery.position,
+            "attributes": delivery.attributes,
+            "headers": delivery.headers,
+        }
+    )
+    value = delivery.value
+    try:
+        parsed = json.loads(value, parse_constant=_not_json)
+    except ValueError:
+        data = _dumps(value.decode("utf-8", "replace"))
+    else:
+        data = value.decode() if b"\n" not in value and b"\r" not in value else _dumps(parsed)
+    return f'{head[:-1]},"data":{data}}}\n'
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, check_circular=False, default=str
+    )
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def matches(delivery: Any, event_type: str | None, key: str | None) -> bool:
+    if key is not None and delivery.key != key:
+        return False
+    if event_type is not None:
+        found = delivery.attributes.get("type", "")
+        return found == event_type or found.startswith(f"{event_type}.v")
+    return True

@@ -1,0 +1,301 @@
+"""Message faults, straight to the broker through its adapter (no outbox, no relay):
+duplicate, poison, burst, reorder and delay.
+
+Messages use the same envelope as the relay: CloudEvents in binary mode (attributes as
+headers, the JSON payload as the value), keyed by the aggregate id, so the consumer cannot tell
+them from relayed ones, except where the fault is the point.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from edaenv.config import Config
+from edaenv.errors import UsageError
+from edaenv.faults.state import Fault, FaultStore, new_id, now
+
+if TYPE_CHECKING:
+    from edaenv.brokers.base import Broker, Message
+    from edaenv.events.contracts import Contract
+
+BATCH = 500
+MAX_HELD = 10_000
+POISON_KINDS = ("unparseable", "invalid")
+
+
+def open_broker(config: Config) -> Broker:
+    """The broker's adapter, connected to the stack's published port."""
+    from edaenv.brokers.registry import connect, host_endpoint
+
+    return connect(host_endpoint(config))
+
+
+def dead_letter_topic(config: Config, topic: str) -> str:
+    from edaenv.events import topology
+
+    return topology.dlq_topic(topic)
+
+
+def contract(config: Config, event: str | None) -> Contract:
+    from edaenv.events.contracts import load_contracts
+
+    events_dir = config.scaffold_dir / "events"
+    contracts = load_contracts(events_dir)
+    if not contracts:
+        raise UsageError(
+            f"no event contracts in {events_dir}",
+            hint="add a <Event>.v<N>.schema.json there (see the one `init` wrote)",
+        )
+    if event is None:
+        return contracts[0]
+    matches = [c for c in contracts if event in (c.event, c.name)]
+    if not matches:
+        raise UsageError(
+            f"no contract for event '{event}'",
+            where="--event",
+            hint=f"contracts: {', '.join(c.name for c in contracts)}",
+        )
+    return matches[-1]  # sorted by version: the latest
+
+
+def validate(contract: Contract, data: Any) -> None:
+    from edaenv.events.validate import Validator
+
+    Validator(contract).check(data, where="data")
+
+
+def message(
+    config: Config,
+    contract: Contract,
+    data: Any,
+    *,
+    key: str | None = None,
+    extra: dict[str, str] | None = None,
+    value: bytes | None = None,
+) -> Message:
+    """The envelope `publish` and the relay use (binary-mode CloudEvents, trace context)."""
+    from edaenv.events.envelope import Envelope, aggregate_id
+
+    key = key or aggregate_id(contract, data) or str(uuid.uuid4())
+    msg = Envelope(contract, config.project).message(data, key, body=value)
+    msg.attributes.update(extra or {})
+    return msg
+
+
+def _publish(config: Config, messages: Sequence[Message]) -> float:
+    """Publish in batches, each acknowledged; returns the seconds it took (topology creation
+    excluded). The topics are created when missing, as the relay and consumer do."""
+    broker = open_broker(config)
+    try:
+        broker.ensure_topology(sorted({m.topic for m in messages}))
+        started = time.perf_counter()
+        for start in range(0, len(messages), BATCH):
+            broker.publish(messages[start : start + BATCH])
+        return time.perf_counter() - started
+    finally:
+        broker.close()
+
+
+def _valid(contract: Contract, key: str | None = None) -> dict[str, Any]:
+    from edaenv.events.generate import generator
+
+    data = generator(contract)(random.Random())
+    if key is not None and isinstance(data, dict):
+        data[contract.key] = key
+    return data
+
+
+def _record(config: Config, kind: str, topic: str, summary: str, **extra: Any) -> Fault:
+    fault = {
+        "id": new_id(),
+        "kind": kind,
+        "target": topic,
+        "started": now(),
+        "ended": now(),
+        "summary": summary,
+        **extra,
+    }
+    FaultStore(config.generated_dir).record(fault)
+    return fault
+
+
+def publish_one(
+    config: Config, event: str | None, data: dict[str, Any] | None, *, key: str | None = None
+) -> str:
+    """One contract-valid event (generated unless given); returns its id."""
+    chosen = contract(config, event)
+    payload = data if data is not None else _valid(chosen, key)
+    validate(chosen, payload)
+    msg = message(config, chosen, payload, key=key)
+    _publish(config, [msg])
+    return msg.attributes["id"]
+
+
+def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | None = None) -> Fault:
+    from edaenv.brokers.base import Message
+    from edaenv.events.contracts import load_contracts, topics
+
+    candidates = [topic] if topic else topics(load_contracts(config.scaffold_dir / "events"))
+    broker = open_broker(config)
+    try:
+        for name in candidates:
+            for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
+                if delivery.attributes.get("id") == event_id:
+                    copy = Message(
+                        topic=delivery.topic,
+                        key=delivery.key,
+                        value=delivery.value,
+                        attributes=dict(delivery.attributes),
+                        headers=dict(delivery.headers),
+                    )
+                    broker.publish([copy] * times)
+                    return _record(
+                        config,
+                        "duplicate",
+                        delivery.topic,
+                        f"event {event_id} delivered {times} more time(s)",
+                        event_ids=[event_id],
+                        times=times,
+                    )
+    finally:
+        broker.close()
+    raise UsageError(
+        f"no event with id '{event_id}' on {', '.join(candidates) or 'any topic'}",
+        where="EVENT_ID",
+        hint="`edaenv tail TOPIC` shows the ids (attribute `id`)",
+    )
+
+
+def poison(
+    config: Config, *, kind: str = "unparseable", event: str | None = None, count: int = 1
+) -> Fault:
+    if kind not in POISON_KINDS:
+        raise UsageError(
+            f"unknown poison kind '{kind}'",
+            where="--kind",
+            hint=f"use one of: {', '.join(POISON_KINDS)}",
+        )
+    chosen = contract(config, event)
+    messages = []
+    for _ in range(count):
+        key = str(uuid.uuid4())
+        if kind == "unparseable":
+            body = b"\x00{not json: edaenv poison"
+            messages.append(message(config, chosen, None, key=key, value=body))
+        else:
+            messages.append(message(config, chosen, _invalid(chosen, key), key=key))
+    _publish(config, messages)
+    ids = [m.attributes["id"] for m in messages]
+    return _record(
+        config, "poison", chosen.topic, f"{count} {kind} message(s)", event_ids=ids, poison=kind
+    )
+
+
+def _invalid(contract: Contract, key: str) -> dict[str, Any]:
+    """Valid data with every required field but the key set to a wrong type (an object)."""
+    import jsonschema
+
+    data = _valid(contract, key)
+    required = [f for f in contract.schema.get("required", []) if f != contract.key]
+    for field in required:
+        data[field] = {"edaenv": "poison"}
+    data["edaenvPoison"] = True
+    validator = jsonschema.validators.validator_for(contract.schema)(contract.schema)
+    if validator.is_valid(data):
+        raise UsageError(
+            f"{contract.name} accepts any data: no message can fail it",
+            hint="use --kind unparseable, or tighten the contract "
+            "(required fields, additionalProperties: false)",
+        )
+    return data
+
+
+def burst(config: Config, count: int, *, event: str | None = None, keys: int = 100) -> Fault:
+    chosen = contract(config, event)
+    aggregates = [str(uuid.uuid4()) for _ in range(min(keys, count))]
+    messages = [
+        message(config, chosen, _valid(chosen, aggregates[i % len(aggregates)]))
+        for i in range(count)
+    ]
+    seconds = _publish(config, messages)
+    rate = count / seconds if seconds else float(count)
+    return _record(
+        config,
+        "burst",
+        chosen.topic,
+        f"{count} events in {seconds:.2f}s ({rate:,.0f}/s) over {len(aggregates)} aggregates",
+        count=count,
+        seconds=round(seconds, 3),
+        rate=round(rate),
+        first_id=messages[0].attributes["id"],
+        last_id=messages[-1].attributes["id"],
+    )
+
+
+def reorder(
+    config: Config, count: int, *, event: str | None = None, key: str | None = None
+) -> Fault:
+    """Events 1..N of one aggregate, created in order (CloudEvents `sequence` and `time`),
+    published N..1."""
+    chosen = contract(config, event)
+    aggregate = key or str(uuid.uuid4())
+    created = [
+        message(
+            config,
+            chosen,
+            _valid(chosen, aggregate),
+            key=aggregate,
+            extra={"sequence": str(i + 1), "sequencetype": "Integer"},
+        )
+        for i in range(count)
+    ]
+    _publish(config, list(reversed(created)))
+    ids = [m.attributes["id"] for m in created]
+    return _record(
+        config,
+        "reorder",
+        chosen.topic,
+        f"{count} events of aggregate {aggregate} published last to first",
+        key=aggregate,
+        event_ids=ids,
+    )
+
+
+def delay(config: Config, count: int, *, event: str | None = None) -> Fault:
+    """N events created now and held in the fault record; `release` publishes them."""
+    if count > MAX_HELD:
+        raise UsageError(f"at most {MAX_HELD} events can be held", where="--count")
+    chosen = contract(config, event)
+    messages = [message(config, chosen, _valid(chosen)) for _ in range(count)]
+    held = [
+        {"topic": m.topic, "key": m.key, "value": m.value.decode(), "attributes": m.attributes}
+        for m in messages
+    ]
+    fault = {
+        "id": new_id(),
+        "kind": "delay",
+        "target": chosen.topic,
+        "started": now(),
+        "summary": f"{count} events held",
+        "event_ids": [m.attributes["id"] for m in messages],
+        "held": held,
+    }
+    FaultStore(config.generated_dir).add(fault)
+    return fault
+
+
+def release(config: Config, fault: Fault) -> str:
+    from edaenv.brokers.base import Message
+
+    messages = [
+        Message(
+            topic=h["topic"], key=h["key"], value=h["value"].encode(), attributes=h["attributes"]
+        )
+        for h in fault.get("held", [])
+    ]
+    _publish(config, messages)
+    return f"released {len(messages)} held events"

@@ -1,0 +1,1 @@
+"""The transactional outbox relay, dead letters, and the helpers the sample consumer uses."""

@@ -1,0 +1,61 @@
+"""Where the relay and the consumer connect: from the environment in a container, or from
+edaenv.yaml + .env on the host."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edaenv.errors import UsageError
+
+if TYPE_CHECKING:
+    from edaenv.brokers.base import Broker
+    from edaenv.config import Config
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str
+    broker_url: str
+    database_url: str
+    metrics_port: int | None = None
+
+
+def from_env() -> Settings:
+    """The variables the stack gives the relay and consumer containers."""
+    missing = [
+        name
+        for name in ("EDAENV_BROKER", "EDAENV_BROKER_URL", "EDAENV_DATABASE_URL")
+        if not os.environ.get(name)
+    ]
+    if missing:
+        raise UsageError(
+            f"{', '.join(missing)} not set",
+            hint="run it in the stack (edaenv up), or `edaenv relay` beside edaenv.yaml",
+        )
+    port = os.environ.get("EDAENV_METRICS_PORT")
+    return Settings(
+        broker=os.environ["EDAENV_BROKER"],
+        broker_url=os.environ["EDAENV_BROKER_URL"],
+        database_url=os.environ["EDAENV_DATABASE_URL"],
+        metrics_port=int(port) if port else None,
+    )
+
+
+def from_config(config: Config) -> Settings:
+    """The stack's published ports on 127.0.0.1 (EDAENV_BROKER_URL and EDAENV_DATABASE_URL win),
+    for a relay or `dlq` command running on the host."""
+    from edaenv.brokers.registry import database_url, host_endpoint
+
+    endpoint = host_endpoint(config)
+    return Settings(
+        broker=endpoint.broker, broker_url=endpoint.url, database_url=database_url(config)
+    )
+
+
+def connect_broker(settings: Settings) -> Broker:
+    from edaenv.brokers.base import Endpoint
+    from edaenv.brokers.registry import connect
+
+    return connect(Endpoint(broker=settings.broker, url=settings.broker_url))

@@ -1,0 +1,33 @@
+"""A relay process for the kill tests: the real Relay, publishing through the test's own Kafka
+client. Usage: python outbox_relay_proc.py DATABASE_URL BOOTSTRAP TOPIC BATCH_SIZE"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from outbox_support import make_broker
+
+from edaenv.outbox.relay import Options, Relay
+
+
+def main() -> None:
+    url, bootstrap, topic, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    broker = make_broker(bootstrap)
+    relay = Relay(
+        url,
+        broker,
+        route=lambda row: topic,
+        topics=[topic],
+        options=Options(batch_size=batch, poll_interval=0.2),
+    )
+    signal.signal(signal.SIGTERM, lambda *_: relay.stop())
+    relay.run()
+    broker.close()
+
+
+if __name__ == "__main__":
+    main()

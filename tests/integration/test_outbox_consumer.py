@@ -1,0 +1,308 @@
+"""The scaffold's sample consumer (rendered by `edaenv init`) against the real PostgreSQL and
+the real Kafka-protocol broker (Tansu). C1-C3 print their figures (run with -s to see them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from outbox_support import (
+    SERVICES,
+    KafkaTestBroker,
+    fresh_database,
+    make_broker,
+    new_topic,
+    read_all,
+    require_port,
+)
+
+from edaenv.brokers.base import Message
+from edaenv.outbox import dlq
+from edaenv.outbox.metrics import ConsumerMetrics
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def scaffold(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The consumer as a user gets it: rendered by `edaenv init`."""
+    root = tmp_path_factory.mktemp("repo")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    edaenv = Path(sys.executable).parent / "edaenv"
+    subprocess.run([str(edaenv), "init", "--defaults"], cwd=root, check=True, capture_output=True)
+    main = root / "eda" / "consumer" / "main.py"
+    assert main.is_file()
+    return main
+
+
+@pytest.fixture(scope="module")
+def sample(scaffold: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("sample_consumer", scaffold)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def db() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def kafka() -> str:
+    port = int(SERVICES["EDAENV_TEST_KAFKA_PORT"])
+    require_port("the Kafka-protocol broker (Tansu)", port)
+    return f"127.0.0.1:{port}"
+
+
+def order(
+    topic: str, *, event_id: str | None = None, total: float | None = 12.5, trace: str | None = None
+) -> Message:
+    order_id = str(uuid.uuid4())
+    data: dict[str, Any] = {"orderId": order_id, "customerId": "c-1"}
+    if total is not None:
+        data["total"] = total
+    attributes = {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "type": "OrderPlaced",
+        "source": "/tests",
+        "time": datetime.now().astimezone().isoformat(),
+        "traceparent": f"00-{trace or uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+    }
+    return Message(
+        topic=topic, key=order_id, value=json.dumps(data).encode(), attributes=attributes
+    )
+
+
+def publish(bootstrap: str, messages: list[Message]) -> None:
+    broker = KafkaTestBroker(bootstrap)
+    broker.ensure_topology([messages[0].topic])
+    for start in range(0, len(messages), 2000):
+        broker.publish(messages[start : start + 2000])
+    broker.close()
+
+
+class ConsumerThread:
+    def __init__(
+        self, sample: Any, url: str, bootstrap: str, topic: str, group: str, **kwargs: Any
+    ):
+        self.metrics = ConsumerMetrics()
+        self.consumer = sample.Consumer(
+            make_broker(bootstrap), url, topic=topic, group=group, metrics=self.metrics, **kwargs
+        )
+        self.thread = threading.Thread(target=self.consumer.run, daemon=True)
+        self.thread.start()
+
+    def value(self, name: str) -> float:
+        return self.metrics.registry.get_sample_value(f"edaenv_consumer_{name}") or 0.0
+
+    def wait(self, predicate: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.thread.is_alive(), "the consumer stopped"
+            assert time.monotonic() < deadline, f"not done in {timeout}s"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.consumer.stop.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+def side_effects(url: str) -> tuple[int, int, int]:
+    """(confirmation rows, distinct event ids among them, processed_events rows)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id), "
+            "(SELECT count(*) FROM processed_events) "
+            "FROM order_confirmations"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_c1_duplicate_deliveries_have_one_side_effect_each(
+    sample: Any, db: str, kafka: str
+) -> None:
+    topic = new_topic()
+    unique = [order(topic) for _ in range(1000)]
+    publish(kafka, unique + random.Random(3).sample(unique, len(unique)))  # 1,000 duplicates
+    # Two consumer groups at once: each event reaches the same processed_events 4 times, twice
+    # concurrently, which exercises ON CONFLICT DO NOTHING between racing transactions.
+    consumers = [
+        ConsumerThread(sample, db, kafka, topic, f"g-{uuid.uuid4().hex[:6]}") for _ in range(2)
+    ]
+    try:
+        for consumer in consumers:
+            consumer.wait(
+                lambda c=consumer: c.value("processed_total") + c.value("duplicates_total") >= 2000,
+                120,
+            )
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+    rows, distinct, processed = side_effects(db)
+    duplicates = sum(c.value("duplicates_total") for c in consumers)
+    print(
+        f"\nC1: 4000 deliveries of 1000 events, {duplicates:.0f} duplicates skipped: "
+        f"side effects {rows} (distinct {distinct}), processed_events {processed}"
+    )
+    assert rows == distinct == processed == 1000
+    assert sum(c.value("processed_total") for c in consumers) == 1000
+    assert duplicates == 3000
+
+
+def test_c2_consumer_killed_between_side_effect_and_ack(
+    scaffold: Path, db: str, kafka: str
+) -> None:
+    topic, group = new_topic(), f"g-{uuid.uuid4().hex[:6]}"
+    publish(kafka, [order(topic) for _ in range(3000)])
+    rng = random.Random(4)
+    kills = 0
+
+    def spawn(kill_at: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "outbox_consumer_proc.py"),
+                str(scaffold),
+                db,
+                kafka,
+                topic,
+                group,
+                str(kill_at),
+            ]
+        )
+
+    while kills < 12:
+        process = spawn(rng.randint(20, 200))
+        code = process.wait(60)
+        assert code == -9, f"the consumer exited with {code} instead of being killed"
+        kills += 1
+    process = spawn(0)
+    try:
+        deadline = time.monotonic() + 120
+        while side_effects(db)[2] < 3000:
+            assert process.poll() is None, "the consumer stopped"
+            assert time.monotonic() < deadline, f"not all processed: {side_effects(db)}"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        process.terminate()
+        process.wait(20)
+    rows, distinct, processed = side_effects(db)
+    print(
+        f"\nC2: {kills} SIGKILLs between side effect and ack: side effects {rows} "
+        f"(distinct {distinct}), processed_events {processed}, double effects {rows - distinct}"
+    )
+    assert rows == distinct == processed == 3000
+
+
+def test_c3_poison_messages_are_dead_lettered_with_every_header(
+    sample: Any, db: str, kafka: str
+) -> None:
+    topic, max_attempts = new_topic(), 3
+    good = [order(topic) for _ in range(10_000)]
+    poison = [
+        order(topic, total=None if i % 2 else -1.0, trace=uuid.uuid4().hex) for i in range(100)
+    ]
+    messages = good + poison
+    random.Random(5).shuffle(messages)
+    publish(kafka, messages)
+    consumer = ConsumerThread(
+        sample,
+        db,
+        kafka,
+        topic,
+        f"g-{uuid.uuid4().hex[:6]}",
+        max_attempts=max_attempts,
+        retry_base=0.001,
+    )
+    started = time.monotonic()
+    try:
+        consumer.wait(
+            lambda: (
+                consumer.value("processed_total") >= 10_000
+                and consumer.value("dead_lettered_total") >= 100
+            ),
+            300,
+        )
+        time.sleep(0.5)
+    finally:
+        consumer.stop()
+    elapsed = time.monotonic() - started
+    letters = dlq.read_dead_letters(KafkaTestBroker(kafka), "kafka", [topic])
+    by_id = {m.attributes["id"]: m for m in poison}
+    print(
+        f"\nC3: 10000 good + 100 poison in {elapsed:.1f}s: processed "
+        f"{consumer.value('processed_total'):.0f}, dead-lettered {len(letters)}, retries "
+        f"{consumer.value('retries_total'):.0f}, side effects {side_effects(db)[0]}"
+    )
+    assert consumer.value("processed_total") == 10_000 == side_effects(db)[0]
+    assert consumer.value("dead_lettered_total") == 100 == len(letters)
+    assert consumer.value("retries_total") == 100 * (max_attempts - 1)
+    assert {letter.id for letter in letters} == set(by_id)
+    for letter in letters:
+        headers = letter.delivery.headers
+        assert set(dlq.HEADERS) <= set(headers), set(dlq.HEADERS) - set(headers)
+        assert all(headers[name] for name in dlq.HEADERS), headers
+        assert headers[dlq.ORIGINAL_TOPIC] == topic
+        assert {"partition", "offset"} <= set(json.loads(headers[dlq.ORIGINAL_POSITION]))
+        assert headers[dlq.ATTEMPTS] == str(max_attempts)
+        assert headers[dlq.EXCEPTION_TYPE] in ("builtins.KeyError", "builtins.ValueError")
+        assert datetime.fromisoformat(headers[dlq.FIRST_FAILURE]) <= datetime.fromisoformat(
+            headers[dlq.LAST_FAILURE]
+        )
+        original = by_id[letter.id]
+        assert headers[dlq.TRACE_ID] == original.attributes["traceparent"].split("-")[1]
+        assert letter.delivery.value == original.value and letter.delivery.key == original.key
+
+    # Replay re-publishes the original event, without the failure headers.
+    chosen = dlq.find(letters, letters[0].id[:8])
+    replay_broker = make_broker(kafka)
+    assert dlq.replay(replay_broker, [chosen, chosen]) == 1
+    replay_broker.close()
+    replayed = [d for d in read_all(kafka, topic) if d.attributes["id"] == chosen.id]
+    assert len(replayed) == 2  # the original and its replay
+    assert not any(k.startswith(dlq.PREFIX) for k in replayed[-1].headers)
+
+
+def test_consumer_span_continues_the_producer_trace(sample: Any, db: str, kafka: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    topic, trace = new_topic(), uuid.uuid4().hex
+    message = order(topic, trace=trace)
+    publish(kafka, [message])
+    consumer = ConsumerThread(
+        sample, db, kafka, topic, "g-trace", tracer=provider.get_tracer("test")
+    )
+    try:
+        consumer.wait(lambda: consumer.value("processed_total") == 1, 60)
+        assert consumer.value("event_age_seconds_count") == 1
+    finally:
+        consumer.stop()
+    [span] = exporter.get_finished_spans()
+    assert span.context is not None and span.parent is not None
+    assert f"{span.context.trace_id:032x}" == trace
+    assert f"{span.parent.span_id:016x}" == message.attributes["traceparent"].split("-")[2]
