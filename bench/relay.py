@@ -137,10 +137,9 @@ class Reader(threading.Thread):
             for record in self.consumer.consume(100, 0.05):
                 if record.error():
                     continue
-                headers = dict(record.headers() or [])
-                self.arrived[headers[b"ce_id" if b"ce_id" in headers else "ce_id"].decode()] = (
-                    time.perf_counter()
-                )
+                event_id = dict(record.headers() or []).get("ce_id")
+                if isinstance(event_id, bytes):
+                    self.arrived[event_id.decode()] = time.perf_counter()
         self.consumer.close()
 
 

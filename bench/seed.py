@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from conftest import BROKER_URLS, require_quietly  # noqa: E402
+from events_support import BROKER_URLS, require_quietly  # noqa: E402
 
 from edaenv.brokers.base import Endpoint, Message  # noqa: E402
 from edaenv.brokers.registry import connect  # noqa: E402

@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from conftest import BROKER_URLS, require_quietly  # noqa: E402
+from events_support import BROKER_URLS, require_quietly  # noqa: E402
 
 from edaenv.events import topology  # noqa: E402
 

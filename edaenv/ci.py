@@ -362,9 +362,12 @@ def _events(config: Config, limit: int) -> dict[str, str]:
 
 
 def _last(broker: Broker, name: str, limit: int) -> list[dict[str, Any]]:
-    last: deque[dict[str, Any]] = deque(maxlen=limit)
+    """The last `limit` events of a topic by CloudEvents time. Partitions are read one after
+    the other, so the last ones read are not the last ones sent: keep the last of each."""
+    last: dict[str, deque[dict[str, Any]]] = {}
     for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
-        last.append(
+        partition = str(delivery.position.get("partition", ""))
+        last.setdefault(partition, deque(maxlen=limit)).append(
             {
                 "topic": delivery.topic,
                 "key": delivery.key,
@@ -374,7 +377,9 @@ def _last(broker: Broker, name: str, limit: int) -> list[dict[str, Any]]:
                 "value": delivery.value.decode("utf-8", "replace"),
             }
         )
-    return list(last)
+    merged = [event for events in last.values() for event in events]
+    merged.sort(key=lambda event: str(event["attributes"].get("time", "")))
+    return merged[-limit:]
 
 
 def _traces(config: Config, collected: dict[str, str]) -> dict[str, str]:

@@ -23,7 +23,8 @@ from edaenv.events.envelope import AMQP
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
 CONFIRM_TIMEOUT = 15.0
 WINDOW = 1000  # unconfirmed messages in flight
-TAIL_QUIET = 0.5  # a stream has no "end": not following, tail stops after this long without news
+TAIL_QUIET = 0.5  # not following: the longest wait for a stream's news
+CHUNK_BURST = 0.05  # a stream's last chunk arrives within this after its first message
 PREFETCH = 500
 
 
@@ -265,6 +266,9 @@ class RabbitBroker:
         """Reading a stream queue takes nothing: the acks below only grant the consumer credit."""
         if not (from_beginning or follow):
             return
+        end = None if follow else self._stream_end(log, idle_timeout)
+        if not follow and end is None:
+            return
         offset = "first" if from_beginning else "next"
         channel, buffer = self._consume(log, 1000, {"x-stream-offset": offset})
         quiet = min(idle_timeout, TAIL_QUIET)
@@ -278,15 +282,37 @@ class RabbitBroker:
                 while buffer:
                     method, props, body = buffer.popleft()
                     headers = dict(props.headers or {})
-                    offset = headers.pop("x-stream-offset", None)
-                    position = {"queue": log, "offset": None if offset is None else int(offset)}
+                    at = int(headers.pop("x-stream-offset", -1))
+                    if end is not None and at > end:
+                        return
+                    position = {"queue": log, "offset": at}
                     yield _delivery(topic, method, props, body, headers, position)
+                    if end is not None and at == end:
+                        return
                     if method.delivery_tag % 200 == 0 or not buffer:
                         # Credit for the stream consumer before it runs dry; takes nothing.
                         channel.basic_ack(method.delivery_tag, multiple=True)
         finally:
-            if channel.is_open:
-                channel.close()
+            _stop_stream_reader(channel)
+
+    def _stream_end(self, log: str, wait: float) -> int | None:
+        """The offset of the stream's last message now; None when it is empty. A stream tells
+        no consumer where it ends, but read from `last` it delivers its last chunk at once."""
+        channel, buffer = self._consume(log, 1000, {"x-stream-offset": "last"})
+        end = None
+        deadline = time.monotonic() + min(wait, TAIL_QUIET)
+        try:
+            while time.monotonic() < deadline:
+                self.connection.process_data_events(time_limit=0.01)
+                while buffer:
+                    _method, props, _body = buffer.popleft()
+                    at = int((props.headers or {}).get("x-stream-offset", -1))
+                    if end is None:
+                        deadline = time.monotonic() + CHUNK_BURST
+                    end = at if end is None else max(end, at)
+        finally:
+            _stop_stream_reader(channel)
+        return end
 
     def _browse(self, queue: str, idle_timeout: float) -> Iterator[base.Delivery]:
         """A classic queue (e.g. the dead letters) read without acks: closing the channel puts
@@ -384,6 +410,20 @@ class RabbitSubscription:
     def close(self) -> None:
         if self.channel.is_open:
             self.channel.close()
+
+
+def _stop_stream_reader(channel: BlockingChannel) -> None:
+    """Cancel a stream consumer and close its channel. pika rejects what it received but did
+    not hand over when a manual-ack consumer is cancelled, and a stream answers a reject by
+    closing the connection: so the consumer is cancelled as the auto-ack consumer it
+    effectively is (acks on a stream only grant credit, and nothing is left to take)."""
+    if not channel.is_open:
+        return
+    for tag, info in list(channel._consumer_infos.items()):
+        info.auto_ack = True
+        channel._impl._consumers_with_noack.add(tag)
+        channel.basic_cancel(tag)
+    channel.close()
 
 
 def _delivery(

@@ -7,6 +7,7 @@ in use), in which case nothing was started.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,21 +58,23 @@ def up(
     """Check the machine, render the stack, start it and wait until it is healthy; then show
     its endpoints."""
     started = time.monotonic()
-    from edaenv import console
     from edaenv.engine import lifecycle
 
     config = common.config()
-    with console.live_table(("service", "state", "time")) as live:
-        progress = _Progress(live)
+    # rich is imported only once compose runs: it is not on the way to a healthy stack.
+    with contextlib.ExitStack() as displays:
+        progress = _Progress(displays)
         result = lifecycle.up(
             config,
             services or [],
             wait=wait,
             timeout=timeout,
             progress=progress.update,
-            warn=console.warn,
+            warn=_warn,
             started=started,
         )
+    from edaenv import console
+
     _endpoints_table(config)
     if not wait:
         console.success(
@@ -189,14 +192,21 @@ def env(
 class _Progress:
     """Live table on a terminal; elsewhere one line per state change."""
 
-    def __init__(self, live: Update | None):
-        self.live = live
+    def __init__(self, displays: contextlib.ExitStack):
+        self.displays = displays
+        self.live: Update | None = None
+        self.started = False
         self.shown: dict[str, str] = {}
         self.ready_at: dict[str, float] = {}
 
     def update(self, states: list[ServiceState], elapsed: float) -> None:
         from edaenv import console
 
+        if not self.started:
+            self.started = True
+            self.live = self.displays.enter_context(
+                console.live_table(("service", "state", "time"))
+            )
         rows = []
         for state in states:
             if state.ready:
@@ -212,6 +222,12 @@ class _Progress:
             self.shown[state.service] = state.shown()
         if self.live is not None:
             self.live(rows)
+
+
+def _warn(message: str, hint: str) -> None:
+    from edaenv import console
+
+    console.warn(message, hint)
 
 
 def _endpoints_table(config: Config) -> None:

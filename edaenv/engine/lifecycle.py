@@ -1,4 +1,4 @@
-"""`up` and `down`: preflight, render, `docker compose`, and the Docker SDK watching meanwhile."""
+"""`up` and `down`: preflight, render, `docker compose`, and the engine watched meanwhile."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from edaenv.config import Config
-from edaenv.engine import compose, preflight
+from edaenv.engine import api, compose, preflight
+from edaenv.engine.rendering import render_if_changed
 from edaenv.engine.status import (
     PROJECT_LABEL,
     ServiceState,
@@ -18,13 +18,9 @@ from edaenv.engine.status import (
     docker_client,
     health_output,
     log_tail,
-    quick_snapshot,
 )
-from edaenv.engine.watch import Watch
+from edaenv.engine.watch import Watch, snapshot
 from edaenv.errors import EngineError, UsageError
-
-if TYPE_CHECKING:
-    from docker import DockerClient
 
 APP_SERVICES = ("relay", "consumer")
 TICK_S = 0.1  # progress refresh; no engine calls behind it
@@ -63,22 +59,13 @@ def up(
             where="SERVICE",
             hint=f"services of '{config.project}': {', '.join(config.services())}",
         )
-    client = docker_client()
-    preflight.check_ports(config, client)
+    # No Docker SDK on the way to healthy (see api.py); it comes in when a port is taken (maybe
+    # by this very stack) or something failed.
+    engine = api.connect()
+    if preflight.busy_host_ports(config):
+        preflight.check_ports(config, docker_client())
 
-    from edaenv.stack.dotenv import read_env
-    from edaenv.stack.render import render_stack, write_files
-
-    write_files(config, render_stack(config))
-    stale = preflight.stale_volumes(config, client, read_env(config.env_file))
-    if stale and warn:
-        warn(
-            f"volume{'s' if len(stale) > 1 else ''} {', '.join(stale)} created with other "
-            "credentials than .env: the service keeps the old ones and clients will fail to "
-            "log in",
-            "`edaenv down --volumes` deletes that data so the next `up` starts afresh "
-            "(or restore the previous .env)",
-        )
+    render_if_changed(config)
     building = any(name in config.services() for name in APP_SERVICES)
     if building and importlib.util.find_spec("edaenv.outbox.images") is not None:
         from edaenv.outbox.images import prepare_app_wheels
@@ -91,11 +78,14 @@ def up(
     command.extend(services)
     # The subprocess's own limit only catches a hung compose: --wait-timeout reports first.
     limit = None if building else timeout + 60
-    watch = Watch(client, config.project)
     running = compose.start(command)
     job = _Background(lambda: running.finish(timeout=limit))
     ready_at: dict[str, float] = {}
+    watch: Watch | None = None
     try:
+        # Subscribed after compose started: what happened before is in the watch's snapshot.
+        watch = Watch(engine, config.project)
+        stale = _warn_stale_volumes(config, engine, warn)
         while True:
             done = job.wait(0)
             watch.update(TICK_S)
@@ -114,7 +104,8 @@ def up(
         running.stop()
         raise
     finally:
-        watch.close()
+        if watch is not None:
+            watch.close()
     try:
         job.result()
     except compose.ComposeError as exc:
@@ -123,13 +114,30 @@ def up(
         preflight.check_compose()
         said = exc.result.tail(1)
         reason = f"compose: {said}" if said else f"compose exit code {exc.result.returncode}"
-        raise _failure(config, client, services, timeout, reason) or exc from None
+        raise _failure(config, engine, services, timeout, reason) or exc from None
     if wait:
         # compose 2.40 can exit 0 when --wait-timeout expires: trust the engine, not the code.
-        failure = _failure(config, client, services, timeout, "compose reported success")
+        failure = _failure(config, engine, services, timeout, "compose reported success")
         if failure:
             raise failure
     return UpResult(time.monotonic() - started, ready_at, states, stale)
+
+
+def _warn_stale_volumes(
+    config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
+) -> list[str]:
+    from edaenv.stack.dotenv import read_env
+
+    stale = preflight.stale_volumes(config, engine, read_env(config.env_file))
+    if stale and warn:
+        warn(
+            f"volume{'s' if len(stale) > 1 else ''} {', '.join(stale)} created with other "
+            "credentials than .env: the service keeps the old ones and clients will fail to "
+            "log in",
+            "`edaenv down --volumes` deletes that data so the next `up` starts afresh "
+            "(or restore the previous .env)",
+        )
+    return stale
 
 
 def down(config: Config, *, volumes: bool) -> tuple[int, int]:
@@ -157,16 +165,17 @@ def down(config: Config, *, volumes: bool) -> tuple[int, int]:
 
 
 def _failure(
-    config: Config, client: DockerClient, services: list[str], timeout: float, reason: str
+    config: Config, engine: api.Engine, services: list[str], timeout: float, reason: str
 ) -> ServiceFailed | None:
     """What failed among the services `up` started, with their health checks and logs."""
     from docker.errors import NotFound
 
     wanted = set(services or config.services())
-    final = [s for s in quick_snapshot(client, config.project) if s.service in wanted]
+    final = [s for s in snapshot(engine, config.project) if s.service in wanted]
     failing = [s for s in final if s.failed] or [s for s in final if not s.ready]
     if not failing:
         return None
+    client = docker_client()
     lines: list[str] = []
     for state in failing:
         lines.append(f"{state.service}: {state.shown()}")

@@ -17,6 +17,8 @@ from edaenv.errors import EngineError
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from edaenv.engine.api import Engine
+
 COMPOSE_HINT = (
     "install the Compose v2 CLI plugin: `apt-get install docker-compose-plugin` "
     "(Docker's apt repository) or Docker Desktop, see "
@@ -78,6 +80,11 @@ def busy_ports(config: Config, client: DockerClient) -> list[BusyPort]:
     return busy
 
 
+def busy_host_ports(config: Config) -> list[int]:
+    """The stack's ports that something on this host holds, whoever that is."""
+    return [port for ports in config.ports().values() for port in ports.values() if not _free(port)]
+
+
 def check_ports(config: Config, client: DockerClient) -> None:
     busy = busy_ports(config, client)
     if not busy:
@@ -109,15 +116,15 @@ def free_offset(config: Config) -> int | None:
     return None
 
 
-def stale_volumes(config: Config, client: DockerClient, secrets: dict[str, str]) -> list[str]:
+def stale_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> list[str]:
     """This project's volumes created with other credentials than the current .env."""
     stale = []
-    for volume in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={config.project}"}):
-        name = volume.attrs.get("Labels", {}).get("com.docker.compose.volume", "")
-        recorded = (volume.attrs.get("Labels") or {}).get(SECRETS_LABEL)
-        keys = VOLUME_SECRETS.get(name)
+    for volume in engine.volumes({"label": [f"{PROJECT_LABEL}={config.project}"]}):
+        labels = volume.get("Labels") or {}
+        keys = VOLUME_SECRETS.get(labels.get("com.docker.compose.volume", ""))
+        recorded = labels.get(SECRETS_LABEL)
         if keys and recorded and recorded != fingerprint(config, secrets, keys):
-            stale.append(str(volume.name))
+            stale.append(str(volume.get("Name")))
     return sorted(stale)
 
 

@@ -137,34 +137,25 @@ def snapshot(client: DockerClient, project: str) -> list[ServiceState]:
     )
 
 
-def quick_snapshot(client: DockerClient, project: str) -> list[ServiceState]:
-    """State and health from one list call (no inspect per container): cheap enough to poll
-    while the engine is busy starting the stack. No start time, no ports."""
-    found = client.containers.list(
-        all=True, sparse=True, filters={"label": f"{PROJECT_LABEL}={project}"}
+def summary_state(attrs: dict[str, Any]) -> ServiceState:
+    """A ServiceState from an entry of the engine's container list (no inspect needed): state
+    and health, no start time or ports."""
+    status = str(attrs.get("Status", ""))
+    health = next((h for h in ("unhealthy", "healthy") if f"({h})" in status), None)
+    if "(health: starting)" in status:
+        health = "starting"
+    code = re.search(r"Exited \((-?\d+)\)", status)
+    names = attrs.get("Names") or [str(attrs.get("Id", ""))]
+    return ServiceState(
+        service=(attrs.get("Labels") or {}).get(SERVICE_LABEL, names[0]),
+        container=names[0].lstrip("/"),
+        state=str(attrs.get("State", "unknown")),
+        health=health,
+        exit_code=int(code.group(1)) if code else None,
+        started_at=None,
+        uptime_s=None,
+        id=str(attrs.get("Id", "")),
     )
-    states = []
-    for container in found:
-        attrs = container.attrs
-        status = str(attrs.get("Status", ""))
-        health = next((h for h in ("unhealthy", "healthy") if f"({h})" in status), None)
-        if "(health: starting)" in status:
-            health = "starting"
-        code = re.search(r"Exited \((-?\d+)\)", status)
-        names = attrs.get("Names") or [str(container.id)]
-        states.append(
-            ServiceState(
-                service=(attrs.get("Labels") or {}).get(SERVICE_LABEL, names[0]),
-                container=names[0].lstrip("/"),
-                state=str(attrs.get("State", "unknown")),
-                health=health,
-                exit_code=int(code.group(1)) if code else None,
-                started_at=None,
-                uptime_s=None,
-                id=str(attrs.get("Id", "")),
-            )
-        )
-    return sorted(states, key=lambda s: (s.service, s.container))
 
 
 def health_output(container: Container, checks: int = 3) -> list[str]:

@@ -12,24 +12,30 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
-from edaenv.engine.status import PROJECT_LABEL, SERVICE_LABEL, ServiceState, quick_snapshot
+from edaenv.engine.status import PROJECT_LABEL, SERVICE_LABEL, ServiceState, summary_state
 
 if TYPE_CHECKING:
-    from docker import DockerClient
+    from edaenv.engine.api import Engine
+
+
+def snapshot(engine: Engine, project: str) -> list[ServiceState]:
+    """Every container of the project, from one list call."""
+    found = engine.containers({"label": [f"{PROJECT_LABEL}={project}"]})
+    return sorted((summary_state(attrs) for attrs in found), key=lambda s: (s.service, s.id))
 
 
 class Watch:
     """Service -> state, kept current from container events of one compose project."""
 
-    def __init__(self, client: DockerClient, project: str):
-        self.client = client
+    def __init__(self, engine: Engine, project: str):
+        self.engine = engine
         # Subscribe before the snapshot: a change in between shows up as an event, not a gap.
-        self._stream = client.events(
-            decode=True, filters={"type": "container", "label": f"{PROJECT_LABEL}={project}"}
+        self._stream = engine.events(
+            {"type": ["container"], "label": [f"{PROJECT_LABEL}={project}"]}
         )
         self.states: dict[str, ServiceState] = {}
         self._ids: dict[str, str] = {}  # service -> id of its current container
-        for state in quick_snapshot(client, project):
+        for state in snapshot(engine, project):
             self.states[state.service] = state
             self._ids[state.service] = state.id
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -93,12 +99,7 @@ class Watch:
 
     def _health(self, container_id: str) -> str | None:
         """After a start: "starting" when the container has a health check, else None."""
-        from docker.errors import NotFound
-
-        try:
-            attrs = self.client.api.inspect_container(container_id)
-        except NotFound:
-            return None
+        attrs = self.engine.inspect(container_id) or {}
         check = (attrs.get("Config") or {}).get("Healthcheck") or {}
         has_check = bool(check.get("Test")) and check["Test"][0] != "NONE"
         return "starting" if has_check else None

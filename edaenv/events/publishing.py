@@ -6,8 +6,11 @@ from __future__ import annotations
 import difflib
 import json
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -240,17 +243,19 @@ def seed(
     on_batch: Callable[[Batch], int] | None = None,
 ) -> Summary:
     """Send the batch window by window (or into the outbox by on_batch), paced to `rate`.
-    Ctrl-C stops after the window in flight and reports what was acknowledged."""
+    Ctrl-C stops after the window in flight and reports what was acknowledged; a second
+    Ctrl-C aborts at once."""
     summary = Summary()
     messages = batch.messages
     step = WINDOW if not rate else max(1, min(WINDOW, int(rate / 20) or 1))
     started = time.perf_counter()
-    try:
+    with _first_interrupt_stops() as stop:
         for start in range(0, len(messages), step):
             if rate:
-                wait = started + start / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
+                stop.wait(started + start / rate - time.perf_counter())
+            if stop.is_set():
+                summary.interrupted = True
+                break
             window = messages[start : start + step]
             summary.sent += len(window)
             try:
@@ -266,11 +271,29 @@ def seed(
                 summary.error = str(exc)
                 break
             advance(len(window))
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        summary.failed = summary.sent - summary.acknowledged
+        summary.interrupted = summary.interrupted or stop.is_set()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextmanager
+def _first_interrupt_stops() -> Iterator[threading.Event]:
+    """SIGINT sets the event instead of raising: a KeyboardInterrupt inside a client library's
+    C code (librdkafka's flush) would leave the window in flight unaccounted for."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- tail -----------------------------------------------------------------------------------------

@@ -56,6 +56,12 @@ def _fault(kind: str, role: str, container: Container, **extra: Any) -> Fault:
         "container": container.id,
         "container_name": container.name,
         "started": now(),
+        # Addresses the fault gives up (kill, stop, partition): `heal --all` restores them.
+        "addresses": {
+            name: endpoint.get("IPAddress")
+            for name, endpoint in container.attrs["NetworkSettings"]["Networks"].items()
+            if endpoint.get("IPAddress")
+        },
         **extra,
     }
 

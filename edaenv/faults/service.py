@@ -8,6 +8,7 @@ fault already healed does nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -61,8 +62,8 @@ def schedule_heal(config: Config, fault: Fault, seconds: float) -> dict[str, Any
 def heal(
     config: Config, targets: list[str], *, all_: bool = False, quiet_missing: bool = False
 ) -> list[Fault]:
-    """Heal the named faults (ids or roles), or all, newest first. Returns them, each with a
-    `heal_result`."""
+    """Heal the named faults (ids or roles), or all, in heal_order(). Returns them, each with
+    a `heal_result`."""
     records = store(config)
     active = records.active()
     if all_:
@@ -82,7 +83,7 @@ def heal(
                 )
             chosen += [f for f in matched if f not in chosen]
     healed = []
-    for fault in reversed(chosen):
+    for fault in heal_order(chosen):
         if fault["kind"] in MESSAGE_KINDS:
             from edaenv.faults import messages
 
@@ -94,6 +95,16 @@ def heal(
         _stop_healer(fault)
         healed.append({**fault, "heal_result": result})
     return healed
+
+
+def heal_order(faults: list[Fault]) -> list[Fault]:
+    """Newest first, except that faults which gave up an address (kill, stop, partition) come
+    first, by address. Docker hands out the lowest free address of a network, so reconnecting
+    and restarting in that order gives each container its address back: clients of the stack
+    keep working connections, as after a real partition or crash."""
+    freed = [f for f in faults if f["kind"] in ("kill", "stop", "partition") and f.get("addresses")]
+    freed.sort(key=lambda f: min(ipaddress.ip_address(a) for a in f["addresses"].values()))
+    return freed + [f for f in reversed(faults) if f not in freed]
 
 
 def _stop_healer(fault: Fault) -> None:

@@ -184,16 +184,29 @@ def test_partition_and_heal_restores_the_service_alias(healthy: PlainStack) -> N
     assert healthy.resolves("consumer", "broker")
 
 
-def test_heal_all_undoes_every_fault_newest_first(healthy: PlainStack) -> None:
-    healthy.ok("inject", "partition", "broker")
-    healthy.ok("inject", "pause", "broker")
-    healthy.ok("inject", "stop", "consumer", "--timeout", "1")
+def test_heal_all_undoes_every_fault_and_gives_addresses_back(healthy: PlainStack) -> None:
+    def address(role: str) -> str:
+        networks = healthy.container(role)["NetworkSettings"]["Networks"]
+        return next(iter(networks.values()))["IPAddress"]
+
+    before = {role: address(role) for role in ("broker", "consumer")}
+    low, high = sorted(before, key=lambda role: tuple(map(int, before[role].split("."))))
+    # Newest first would restart `high` first, and docker gives it the lowest free address:
+    # the one `low` gave up.
+    healthy.ok("inject", "partition", low)
+    healthy.ok("inject", "stop", high, "--timeout", "1")
+    healthy.ok("inject", "pause", low)
     assert {f["kind"] for f in active(healthy)} == {"partition", "pause", "stop"}
     healed = json.loads(
         healthy.ok("inject", "heal", "--all", "--wait", "--timeout", "60", "--json").out
     )
-    assert [f["kind"] for f in healed] == ["stop", "pause", "partition"]
+    assert [(f["kind"], f["target"]) for f in healed] == [
+        ("partition", low),
+        ("stop", high),
+        ("pause", low),
+    ]
     assert active(healthy) == []
+    assert {role: address(role) for role in before} == before
     assert healthy.container("consumer")["State"]["Health"]["Status"] == "healthy"
     assert healthy.resolves("consumer", "broker")
 
@@ -282,7 +295,13 @@ def stack(full: Any) -> Iterator[Any]:
     yield full
     healed = full.edaenv("inject", "heal", "--all", "--wait", "--timeout", "180", timeout=300)
     assert healed.code == 0, healed.text
-    assert_flows(full)
+    try:
+        assert_flows(full)
+    except AssertionError:
+        # Reported for this test; the next ones get fresh relay and consumer processes.
+        for role in ("relay", "consumer"):
+            full.edaenv("inject", "restart", role)
+        raise
 
 
 def assert_flows(stack: Any) -> None:
@@ -511,7 +530,7 @@ def test_bundle_of_the_full_stack(stack: Any, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     deadline = time.monotonic() + 120
     while True:  # the consumer dead-letters after its retries
-        result = stack.edaenv("bundle", str(out), "--events", "5000")
+        result = stack.edaenv("bundle", str(out))
         assert result.code == 0, result.text
         dead = out / "dead-letters" / "orders.jsonl"
         if (dead.is_file() and poisoned in dead.read_text()) or time.monotonic() > deadline:

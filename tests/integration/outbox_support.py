@@ -79,7 +79,7 @@ def fresh_database() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = pg_url(name)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(MIGRATION.read_text())  # type: ignore[arg-type]
+        conn.execute(MIGRATION.read_text())  # type: ignore[arg-type,unused-ignore]
     try:
         yield url
     finally:
@@ -220,6 +220,7 @@ class KafkaSubscription:
 
 class KafkaTestBroker:
     name = "kafka"
+    max_message_bytes = 1_000_000
 
     def __init__(self, bootstrap: str | None = None, timeout: float = 10.0):
         self.bootstrap = bootstrap or kafka_bootstrap()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cloudevents.core.formats.json import JSONFormat
-from conftest import DATABASE_URL, EDAENV, Project, make_project, require
+from events_support import DATABASE_URL, EDAENV, Project, make_project, require
 
 ORDER = "6d3a1c39-2a3b-4c1e-9b43-0d4c3f1f6e11"
 
@@ -33,12 +33,14 @@ def publish(project: Project, data: dict[str, Any], *extra: str) -> dict[str, An
 # --- the behaviour suite: every broker ---------------------------------------------------------
 
 
-def test_publish_then_tail_carries_every_cloudevents_attribute(project: Project) -> None:
-    sent = publish(project, order(), "--header", "correlationid=flow-42", "-H", "x-tenant=acme")
-    assert sent["key"] == ORDER and sent["topic"] == project.topic
+def test_publish_then_tail_carries_every_cloudevents_attribute(event_project: Project) -> None:
+    sent = publish(
+        event_project, order(), "--header", "correlationid=flow-42", "-H", "x-tenant=acme"
+    )
+    assert sent["key"] == ORDER and sent["topic"] == event_project.topic
     assert sent["position"]["latency_ms"] >= 0
 
-    [got] = [r for r in project.tail() if r["attributes"].get("id") == sent["id"]]
+    [got] = [r for r in event_project.tail() if r["attributes"].get("id") == sent["id"]]
     attributes = got["attributes"]
     assert attributes["type"] == "OrderPlaced.v1"
     assert attributes["specversion"] == "1.0"
@@ -52,108 +54,118 @@ def test_publish_then_tail_carries_every_cloudevents_attribute(project: Project)
     assert got["headers"]["x-tenant"] == "acme"
     assert got["key"] == ORDER
     assert got["data"] == order()
-    if project.broker != "rabbitmq":  # RabbitMQ confirms carry no position; tail has its own
+    if event_project.broker != "rabbitmq":  # RabbitMQ confirms carry no position; tail has its own
         shared = set(sent["position"]) & set(got["position"])
         assert shared and all(sent["position"][k] == got["position"][k] for k in shared)
 
 
-def test_events_of_one_key_arrive_in_order(project: Project, tmp_path: Path) -> None:
+def test_events_of_one_key_arrive_in_order(event_project: Project, tmp_path: Path) -> None:
     keys = [str(uuid.uuid4()) for _ in range(3)]
     lines = [json.dumps(order(keys[i % 3], total=float(i))) for i in range(90)]
     (tmp_path / "orders.jsonl").write_text("\n".join(lines) + "\n")
-    summary = json.loads(project.ok("seed", "OrderPlaced", "--from-file", "orders.jsonl", "--json"))
+    summary = json.loads(
+        event_project.ok("seed", "OrderPlaced", "--from-file", "orders.jsonl", "--json")
+    )
     assert summary["acknowledged"] == 90 and summary["failed"] == 0
 
     seen: dict[str, list[float]] = {k: [] for k in keys}
-    for record in project.tail():
+    for record in event_project.tail():
         seen[record["key"]].append(record["data"]["total"])
     for key in keys:
         assert seen[key] == sorted(seen[key]) and len(seen[key]) == 30, key
 
 
-def test_invalid_input_publishes_nothing(project: Project, tmp_path: Path) -> None:
-    publish(project, order())  # the topic exists, with one event
+def test_invalid_input_publishes_nothing(event_project: Project, tmp_path: Path) -> None:
+    publish(event_project, order())  # the topic exists, with one event
 
-    bad = project.run("publish", "OrderPlaced", "--data", json.dumps(order(total=-1)))
+    bad = event_project.run("publish", "OrderPlaced", "--data", json.dumps(order(total=-1)))
     assert bad.returncode == 2
     assert "--data#/total" in bad.stderr and "'minimum'" in bad.stderr
 
-    missing_key = project.run("publish", "OrderPlaced", "--data", '{"customerId": "c"}')
+    missing_key = event_project.run("publish", "OrderPlaced", "--data", '{"customerId": "c"}')
     assert missing_key.returncode == 2 and "'orderId' is a required property" in missing_key.stderr
 
-    malformed = project.run("publish", "OrderPlaced", "--data", '{"orderId": ')
+    malformed = event_project.run("publish", "OrderPlaced", "--data", '{"orderId": ')
     assert malformed.returncode == 2 and "not valid JSON" in malformed.stderr
 
-    unknown = project.run("publish", "OrderShipped", "--data", "{}")
+    unknown = event_project.run("publish", "OrderShipped", "--data", "{}")
     assert unknown.returncode == 2 and "unknown event type 'OrderShipped'" in unknown.stderr
 
     lines = [json.dumps(order(str(uuid.uuid4()))) for _ in range(5)]
     lines[3] = '{"orderId": "x", '
     (tmp_path / "broken.jsonl").write_text("\n".join(lines) + "\n")
-    broken = project.run("seed", "OrderPlaced", "--from-file", "broken.jsonl")
+    broken = event_project.run("seed", "OrderPlaced", "--from-file", "broken.jsonl")
     assert broken.returncode == 2 and "broken.jsonl:4" in broken.stderr
 
     lines[3] = json.dumps(order(str(uuid.uuid4()), total=2_000_000))
     (tmp_path / "invalid.jsonl").write_text("\n".join(lines) + "\n")
-    invalid = project.run("seed", "OrderPlaced", "--from-file", "invalid.jsonl")
+    invalid = event_project.run("seed", "OrderPlaced", "--from-file", "invalid.jsonl")
     assert invalid.returncode == 2 and "invalid.jsonl:4#/total" in invalid.stderr
 
     for result in (bad, missing_key, malformed, unknown, broken, invalid):
         assert "Traceback" not in result.stderr
-    assert len(project.tail()) == 1
+    assert len(event_project.tail()) == 1
 
 
-def test_data_from_stdin_or_a_file_and_an_explicit_key(project: Project, tmp_path: Path) -> None:
-    piped = project.run(
+def test_data_from_stdin_or_a_file_and_an_explicit_key(
+    event_project: Project, tmp_path: Path
+) -> None:
+    piped = event_project.run(
         "publish", "OrderPlaced", "-", "--key", "k-explicit", input=json.dumps(order())
     )
     assert piped.returncode == 0, piped.stderr
     event_id, where = piped.stdout.split(" ", 1)
-    assert where.startswith(f"-> {project.topic} ")
+    assert where.startswith(f"-> {event_project.topic} ")
     (tmp_path / "order.json").write_text(json.dumps(order(total=3), indent=2))
-    from_file = json.loads(project.ok("publish", "OrderPlaced", "--file", "order.json", "--json"))
-    records = {r["attributes"]["id"]: r for r in project.tail()}
+    from_file = json.loads(
+        event_project.ok("publish", "OrderPlaced", "--file", "order.json", "--json")
+    )
+    records = {r["attributes"]["id"]: r for r in event_project.tail()}
     assert records[event_id]["key"] == "k-explicit"
     assert records[event_id]["attributes"]["subject"] == "k-explicit"
     assert records[from_file["id"]]["data"]["total"] == 3
 
 
-def test_ctrl_c_stops_seed_cleanly_and_reports_what_was_acknowledged(project: Project) -> None:
-    publish(project, order())  # topology in place, so the seed starts sending at once
+def test_ctrl_c_stops_seed_cleanly_and_reports_what_was_acknowledged(
+    event_project: Project,
+) -> None:
+    publish(event_project, order())  # topology in place, so the seed starts sending at once
     process = subprocess.Popen(
-        [EDAENV, "seed", "OrderPlaced", "--count", "100000", "--rate", "500", "--json"],
-        cwd=project.root,
-        env=project.env,
+        [EDAENV, "seed", "OrderPlaced", "--count", "20000", "--rate", "400", "--json"],
+        cwd=event_project.root,
+        env=event_project.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)
+    deadline = time.monotonic() + 60
+    while len(event_project.tail()) < 50 and time.monotonic() < deadline:
+        time.sleep(0.2)  # until it is sending (generating 20000 events comes first)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     summary = json.loads(out)
-    assert summary["interrupted"] and 0 < summary["acknowledged"] < 100000
+    assert summary["interrupted"] and 0 < summary["acknowledged"] < 20000
     assert "Traceback" not in err and "interrupted" in err
-    assert summary["acknowledged"] <= len(project.tail()) - 1 <= summary["sent"]
+    assert summary["acknowledged"] <= len(event_project.tail()) - 1 <= summary["sent"]
 
 
-def test_tail_leaves_no_trace(project: Project) -> None:
+def test_tail_leaves_no_trace(event_project: Project) -> None:
     from edaenv.brokers.base import Endpoint
     from edaenv.brokers.registry import connect
 
     summary = json.loads(
-        project.ok("seed", "OrderPlaced", "--count", "40", "--random-seed", "7", "--json")
+        event_project.ok("seed", "OrderPlaced", "--count", "40", "--random-seed", "7", "--json")
     )
     assert summary["acknowledged"] == 40
-    first = [r["attributes"]["id"] for r in project.tail()]
-    second = [r["attributes"]["id"] for r in project.tail()]
+    first = [r["attributes"]["id"] for r in event_project.tail()]
+    second = [r["attributes"]["id"] for r in event_project.tail()]
     assert len(first) == 40 and sorted(first) == sorted(second)
 
-    broker = connect(Endpoint(broker=project.broker, url=project.url))
+    broker = connect(Endpoint(broker=event_project.broker, url=event_project.url))
     try:
-        _assert_untouched(project, broker)
-        subscription = broker.subscribe(project.topic, f"g-{uuid.uuid4().hex[:8]}")
+        _assert_untouched(event_project, broker)
+        subscription = broker.subscribe(event_project.topic, f"g-{uuid.uuid4().hex[:8]}")
         got: list[str] = []
         deadline = time.monotonic() + 60
         while len(got) < 40 and time.monotonic() < deadline:
@@ -190,7 +202,7 @@ def _assert_untouched(project: Project, broker: Any) -> None:
         assert info.state.consumer_count == 0
 
 
-def test_unreachable_broker_fails_fast_naming_the_endpoint(project: Project) -> None:
+def test_unreachable_broker_fails_fast_naming_the_endpoint(event_project: Project) -> None:
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
@@ -198,30 +210,30 @@ def test_unreachable_broker_fails_fast_naming_the_endpoint(project: Project) -> 
         "kafka": f"127.0.0.1:{port}",
         "rabbitmq": f"amqp://u:p@127.0.0.1:{port}/%2F",
         "nats": f"nats://127.0.0.1:{port}",
-    }[project.broker]
+    }[event_project.broker]
     started = time.monotonic()
-    result = project.run(
+    result = event_project.run(
         "publish", "OrderPlaced", "--data", json.dumps(order()), env={"EDAENV_BROKER_URL": url}
     )
     assert time.monotonic() - started < 20
     assert result.returncode == 3
-    assert f"cannot reach {project.broker} at 127.0.0.1:{port}" in result.stderr
+    assert f"cannot reach {event_project.broker} at 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_tail_of_a_missing_topic_says_so(project: Project) -> None:
-    result = project.run("tail", "no-such-topic", "--no-follow")
+def test_tail_of_a_missing_topic_says_so(event_project: Project) -> None:
+    result = event_project.run("tail", "no-such-topic", "--no-follow")
     assert result.returncode == 3 and "no-such-topic" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_tail_filters_by_type_key_and_limit(project: Project) -> None:
+def test_tail_filters_by_type_key_and_limit(event_project: Project) -> None:
     other = str(uuid.uuid4())
     for key in (ORDER, other, ORDER):
-        publish(project, order(key))
-    assert [r["key"] for r in project.tail("--key", other)] == [other]
-    assert len(project.tail("--type", "OrderPlaced", "--limit", "2")) == 2
-    assert project.tail("--type", "OrderCancelled") == []
+        publish(event_project, order(key))
+    assert [r["key"] for r in event_project.tail("--key", other)] == [other]
+    assert len(event_project.tail("--type", "OrderPlaced", "--limit", "2")) == 2
+    assert event_project.tail("--type", "OrderCancelled") == []
 
 
 @pytest.mark.kafka

@@ -77,8 +77,8 @@ class RelayThread:
             route=lambda row: topic,
             topics=[topic],
             metrics=self.metrics,
-            options=Options(**{"poll_interval": 0.2, **options}),
-        )  # type: ignore[arg-type]
+            options=Options(**{"poll_interval": 0.2, **options}),  # type: ignore[arg-type]
+        )
         self.thread = threading.Thread(target=self.relay.run, daemon=True)
 
     def __enter__(self) -> RelayThread:
