@@ -3,14 +3,17 @@
 For each broker (the native test services: Tansu for Kafka, RabbitMQ, NATS JetStream):
 1. seed: `edaenv seed OrderPlaced --count N` in-process (CliRunner on the real app): config,
    contract, generation, validation, envelope, connection and publishing, with windowed acks.
-2. raw: the same client library publishing N pre-built messages (same body and headers) with
-   the same acknowledgement settings (Kafka idempotent acks=all linger 5 ms; RabbitMQ
+2. raw: the same client library connecting and publishing N pre-built messages (same body and
+   headers) with the same acknowledgement settings (Kafka idempotent acks=all linger 5 ms; RabbitMQ
    persistent + mandatory + publisher confirms, 1000 in flight; JetStream PubAcks, 1000 in
    flight with Nats-Msg-Id). Ratio seed / raw, goal >= 0.8.
 3. windowed vs one ack per message: edaenv's adapter publishing M messages in windows of 1000
    against the same adapter publishing them one call (one acknowledgement) at a time. Goal >= 5x.
 
-    python bench/seed.py [--count 30000] [--single 1000] [--brokers kafka,rabbitmq,nats]
+    python bench/seed.py [--count 20000] [--single 1000] [--repeat 3] [--brokers ...]
+
+Each measurement runs --repeat times, alternating, and the best of each counts (a shared
+machine is noisy).
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def raw_kafka(url: str, batch: list[Message]) -> float:
             "queue.buffering.max.messages": 200_000,
         }
     )
+    producer.list_topics(timeout=10)  # metadata first, as the adapter does: no first-send stall
     for index, (value, key, headers) in enumerate(prepared):
         while True:
             try:
@@ -204,7 +208,7 @@ def raw_nats(url: str, batch: list[Message]) -> float:
 RAW = {"kafka": raw_kafka, "rabbitmq": raw_rabbitmq, "nats": raw_nats}
 
 
-def windowed_vs_single(broker: str, topic: str, batch: list[Message]) -> tuple[float, float]:
+def windowed_vs_single(broker: str, batch: list[Message]) -> tuple[float, float]:
     adapter = connect(Endpoint(broker=broker, url=BROKER_URLS[broker]))
     try:
         adapter.publish(batch[:10])  # warm: connection, producer id, channel
@@ -223,10 +227,9 @@ def windowed_vs_single(broker: str, topic: str, batch: list[Message]) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=30_000)
-    parser.add_argument(
-        "--single", type=int, default=1000, help="messages for the windowed vs one-ack comparison"
-    )
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--single", type=int, default=1000, help="messages for windowed vs 1 ack")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs; best of each")
     parser.add_argument("--brokers", default="kafka,rabbitmq,nats")
     args = parser.parse_args()
     rows = []
@@ -234,52 +237,73 @@ def main() -> None:
         require_quietly(broker)
         os.environ["EDAENV_BROKER_URL"] = BROKER_URLS[broker]
         root = project(broker)
-        seed_seconds, summary = run_seed(root, args.count)
-        topic = summary["topic"]
-        batch = messages(root, topic, args.count)
-        raw_seconds = RAW[broker](BROKER_URLS[broker], batch)
-        windowed, single = windowed_vs_single(broker, topic, batch[: args.single])
-        seed_rate, raw_rate = args.count / seed_seconds, args.count / raw_seconds
+        best: dict[str, Any] = {
+            "seed": 0.0,
+            "send": 0.0,
+            "raw": 0.0,
+            "windowed": 0.0,
+            "single": 0.0,
+            "p50": None,
+            "p99": None,
+        }
+        for _ in range(args.repeat):
+            seed_seconds, summary = run_seed(root, args.count)
+            if args.count / seed_seconds > best["seed"]:
+                latency = summary["ack_latency_ms"]
+                best.update(seed=args.count / seed_seconds, p50=latency["p50"], p99=latency["p99"])
+            best["send"] = max(best["send"], summary["msg_per_s"])
+            batch = messages(root, summary["topic"], args.count)
+            best["raw"] = max(best["raw"], args.count / RAW[broker](BROKER_URLS[broker], batch))
+            fresh = messages(root, summary["topic"], args.single)  # new ids: no de-duplication
+            windowed, single = windowed_vs_single(broker, fresh)
+            best["windowed"] = max(best["windowed"], windowed)
+            best["single"] = max(best["single"], single)
         rows.append(
             (
                 broker,
-                seed_rate,
-                summary["msg_per_s"],
-                raw_rate,
-                seed_rate / raw_rate,
-                summary["ack_latency_ms"]["p50"],
-                summary["ack_latency_ms"]["p99"],
-                windowed,
-                single,
-                windowed / single,
+                best["seed"],
+                best["send"],
+                best["raw"],
+                best["seed"] / best["raw"],
+                best["send"] / best["raw"],
+                best["p50"],
+                best["p99"],
+                best["windowed"],
+                best["single"],
+                best["windowed"] / best["single"],
             )
         )
-    print(f"\nedaenv seed vs raw client loop, {args.count} events each (msg/s; same run)")
+    print(
+        f"\nedaenv seed vs raw client loop, {args.count} events, best of {args.repeat} "
+        "alternating runs (msg/s)"
+    )
     header = (
         "broker",
         "seed e2e",
         "seed send",
         "raw",
-        "ratio",
+        "e2e/raw",
+        "send/raw",
         "ack p50",
         "ack p99",
         "windowed",
         "1 ack/msg",
         "speed-up",
     )
-    print("  ".join(f"{h:>10}" for h in header))
+    print("  ".join(f"{h:>9}" for h in header))
     for row in rows:
         print(
             "  ".join(
-                f"{c:>10}" if isinstance(c, str) else f"{c:>10.2f}" if c < 100 else f"{c:>10.0f}"
+                f"{c:>9}" if isinstance(c, str) else f"{c:>9.2f}" if c < 100 else f"{c:>9.0f}"
                 for c in row
             )
         )
     print(
-        "\nseed e2e: the whole command (generate, validate, envelope, connect, publish); "
-        "seed send: its publishing loop alone (the summary's msg/s)."
+        "\nseed e2e: the whole command in-process (config, generate, validate, envelope, "
+        "connect, publish); raw: connect + publish pre-built messages; seed send: the "
+        "command's publishing loop alone (its summary's msg/s, connection excluded)."
     )
-    print("goals: ratio (seed e2e / raw) >= 0.8; speed-up (windowed / one ack per message) >= 5")
+    print("goals: e2e/raw >= 0.8; speed-up (windowed / one ack per message) >= 5")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -208,6 +209,51 @@ def one(root: Path, arm: str) -> tuple[float, float, str]:
     return seconds, seconds - ready[slowest], slowest
 
 
+def measure(root: Path, broker: str, rounds: int) -> tuple[Any, ...]:
+    for arm in ("bare", "edaenv"):  # warm-up, not counted: page cache, first render
+        one(root, arm)
+    samples: dict[str, list[tuple[float, float, str]]] = {"bare": [], "edaenv": []}
+    for round_ in range(rounds):
+        order = ("bare", "edaenv") if round_ % 2 == 0 else ("edaenv", "bare")
+        for arm in order:
+            samples[arm].append(one(root, arm))
+    bare = statistics.median(s[0] for s in samples["bare"])
+    eda = statistics.median(s[0] for s in samples["edaenv"])
+    gap = statistics.median(s[1] for s in samples["edaenv"])
+    bare_gap = statistics.median(s[1] for s in samples["bare"])
+    slowest = statistics.mode(s[2] for s in samples["edaenv"])
+    # Paired by round: load from other processes drifts, a round's two arms share it.
+    extra = statistics.median(
+        e[0] - b[0] for e, b in zip(samples["edaenv"], samples["bare"], strict=True)
+    )
+    print(json.dumps({"broker": broker, "samples": samples}), file=sys.stderr)
+    worst = max(s[1] for s in samples["edaenv"])
+    return broker, bare, eda, eda / bare, extra, slowest, gap, bare_gap, worst
+
+
+def free_offset() -> int:
+    """An offset whose every port is free now (other stacks may run on this machine)."""
+    from edaenv.config import BROKER_PORTS, SERVICE_PORTS
+
+    base = {
+        p for ports in [*BROKER_PORTS.values(), *SERVICE_PORTS.values()] for p in ports.values()
+    }
+    # Every port below 32768: above, Linux hands ports out to outgoing connections.
+    for offset in range(16081, 500, -61):
+        if all(port_free(port + offset) for port in base):
+            return offset
+    raise SystemExit("no free port offset")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--brokers", default="nats,rabbitmq,kafka")
@@ -219,38 +265,16 @@ def main() -> None:
 
         images = ensure_images()
     rows = []
-    for index, broker in enumerate(args.brokers.split(",")):
-        root = make_project(broker, 26000 + 61 * index, images)
-        for arm in ("bare", "edaenv"):  # warm-up, not counted: page cache, first render
-            one(root, arm)
-        samples: dict[str, list[tuple[float, float, str]]] = {"bare": [], "edaenv": []}
-        for round_ in range(args.rounds):
-            order = ("bare", "edaenv") if round_ % 2 == 0 else ("edaenv", "bare")
-            for arm in order:
-                samples[arm].append(one(root, arm))
-        bare = statistics.median(s[0] for s in samples["bare"])
-        eda = statistics.median(s[0] for s in samples["edaenv"])
-        gap = statistics.median(s[1] for s in samples["edaenv"])
-        bare_gap = statistics.median(s[1] for s in samples["bare"])
-        slowest = statistics.mode(s[2] for s in samples["edaenv"])
-        # Paired by round: load from other processes drifts, a round's two arms share it.
-        extra = statistics.median(
-            e[0] - b[0] for e, b in zip(samples["edaenv"], samples["bare"], strict=True)
-        )
-        rows.append(
-            (
-                broker,
-                bare,
-                eda,
-                eda / bare,
-                extra,
-                slowest,
-                gap,
-                bare_gap,
-                max(s[1] for s in samples["edaenv"]),
+    for broker in args.brokers.split(","):
+        root = make_project(broker, free_offset(), images)
+        try:
+            rows.append(measure(root, broker, args.rounds))
+        finally:
+            subprocess.run(
+                ["docker", "compose", "-f", "eda/compose.yaml", "down", "--volumes"],
+                cwd=root,
+                capture_output=True,
             )
-        )
-        print(json.dumps({"broker": broker, "samples": samples}), file=sys.stderr)
     print(f"time to healthy, median of {args.rounds} (broker + postgres + prometheus)")
     print(
         f"{'broker':<9} {'bare s':>7} {'edaenv s':>9} {'ratio':>6} {'extra s':>8}  "

@@ -172,13 +172,13 @@ class NatsBroker:
         return positions
 
     def _check(self, messages: Sequence[base.Message]) -> None:
+        limit = self.max_message_bytes
         for message in messages:
-            size = (
-                len(message.value)
-                + sum(len(k) + len(v) + 4 for k, v in message.attributes.items())
-                + 64
-            )
-            if size > self.max_message_bytes:
+            if len(message.value) + 8192 < limit:  # headers of a few KiB are the rule
+                continue
+            headers = (*message.attributes.items(), *message.headers.items())
+            size = len(message.value) + sum(len(k) + len(v) + 4 for k, v in headers) + 64
+            if size > limit:
                 raise BrokerError(
                     f"message of {size} bytes for key '{message.key}' is larger "
                     f"than nats accepts (max_payload {self.max_message_bytes})"
@@ -288,10 +288,13 @@ class NatsBroker:
         close the loop: no 'Task was destroyed' noise at exit."""
 
         async def cancel_all() -> None:
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(3):  # a cancelled task may start another (the client's own close)
+                tasks = asyncio.all_tasks() - {asyncio.current_task()}
+                if not tasks:
+                    return
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         self.loop.run_until_complete(cancel_all())
         self.loop.close()
@@ -305,7 +308,7 @@ class NatsSubscription:
     def fetch(self, max_messages: int, timeout: float) -> list[base.Delivery]:
         try:
             batch = self.broker._run(self.sub.fetch(max_messages, timeout=timeout))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from an empty pull fetch
             return []
         except nats.errors.Error as exc:
             raise BrokerError(f"nats at {self.broker.url}: {exc}") from None

@@ -124,7 +124,14 @@ def seed(
     random_seed: Annotated[
         int | None, typer.Option("--random-seed", help="Generate the same data for the same seed.")
     ] = None,
-    via_outbox: OutboxOption = False,
+    via_outbox: Annotated[
+        bool,
+        typer.Option(
+            "--via-outbox",
+            help="Insert into the outbox table instead (one transaction per 5000 events); the "
+            "relay publishes them.",
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Publish many schema-valid events (generated, or from a file) with windowed broker

@@ -35,9 +35,10 @@ def open_broker(config: Config) -> Broker:
 
 
 def dead_letter_topic(config: Config, topic: str) -> str:
-    from edaenv.events import topology
+    """What `tail` reads for a topic's dead letters on this broker."""
+    from edaenv.outbox.dlq import dlq_source
 
-    return topology.dlq_topic(topic)
+    return dlq_source(config.broker, topic)
 
 
 def contract(config: Config, event: str | None) -> Contract:

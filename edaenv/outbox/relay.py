@@ -18,7 +18,8 @@ Invariants:
   snapshot are re-checked by FOR UPDATE (READ COMMITTED re-evaluates the WHERE clause on the
   newest row version) and dropped. What is claimed is therefore the aggregate's oldest
   unpublished rows, and no other relay can publish a later row of it meanwhile. Nothing but
-  relays locks unpublished rows, so SKIP LOCKED never skips a row of an aggregate held.
+  relays locks or updates unpublished rows, so neither SKIP LOCKED nor the re-check drops a row
+  of an aggregate held that is still unpublished (services only INSERT into the outbox).
 - `seq` orders rows of one aggregate only. The service writes an aggregate's events serially
   (it updates or locks the aggregate first), so per aggregate, `seq` order is commit order. There
   is no cursor over `seq`: every unpublished row is a candidate whenever it commits, so rows that
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from edaenv.events.envelope import CORE, CORRELATION_ID, TRACEPARENT
 from edaenv.outbox.metrics import RelayMetrics
 from edaenv.outbox.tracing import Tracer
 
@@ -49,6 +51,11 @@ if TYPE_CHECKING:
     from edaenv.events.contracts import Contract
 
 log = logging.getLogger("edaenv.relay")
+
+_ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
+_DEFAULTED = frozenset(
+    ("specversion", "id", "type", "source", "subject", "time", "datacontenttype")
+)
 
 # First key of the two-int advisory locks: keeps the relay's locks apart from the application's.
 LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
@@ -65,7 +72,8 @@ WITH head AS MATERIALIZED (
     SELECT aggregate_id FROM (SELECT DISTINCT aggregate_id FROM head) AS candidates
     WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(aggregate_id))
 )
-SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers, created_at
+SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers, created_at,
+       ctid::text
 FROM outbox
 WHERE ctid = ANY (ARRAY(SELECT row FROM head JOIN held USING (aggregate_id)))
   AND published_at IS NULL
@@ -74,7 +82,8 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 PENDING = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
-MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY(%(ids)s::uuid[])"
+# By ctid: the claim locked the rows, so their versions cannot move before this update.
+MARK = "UPDATE outbox SET published_at = now() WHERE ctid = ANY(%(rows)s::tid[])"
 STATS = """
 SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
 FROM outbox WHERE published_at IS NULL
@@ -103,7 +112,7 @@ class Options:
 class _Batch:
     conn: psycopg.Connection[Any]  # its transaction is open: rows and aggregates locked
     messages: list[Message]
-    ids: list[str]
+    ids: list[str]  # ctids of the claimed rows
     spans: list[Any]
     started: float
 
@@ -117,6 +126,7 @@ class Row:
     payload: str
     headers: dict[str, Any]
     created_at: datetime
+    ctid: str  # where the claimed (locked) row version is
 
 
 Route = Callable[[Row], "str | None"]
@@ -136,20 +146,35 @@ def contract_router(contracts: Sequence[Contract]) -> Route:
 
 
 def to_message(row: Row, topic: str) -> Message:
-    """The envelope `publish` uses, from the row's headers (CloudEvents attributes by name);
+    """The envelope `publish` uses, from the row's headers (CloudEvents attributes by name, as
+    envelope.outbox_row writes them; split as envelope.message_from_outbox does, in one pass);
     attributes a hand-written row lacks are completed from its columns."""
-    from edaenv.events.envelope import message_from_outbox
+    from edaenv.brokers.base import Message
 
-    message = message_from_outbox(topic, row.aggregate_id, row.payload, row.headers)
-    attributes = message.attributes
-    attributes.setdefault("specversion", "1.0")
-    attributes.setdefault("id", row.id)
-    attributes.setdefault("type", row.event_type)
-    attributes.setdefault("source", f"/outbox/{row.aggregate_type}")
-    attributes.setdefault("subject", row.aggregate_id)
-    attributes.setdefault("time", row.created_at.isoformat())
-    attributes.setdefault("datacontenttype", "application/json")
-    return message
+    attributes: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for key, value in row.headers.items():
+        (attributes if key in _ATTRIBUTES else headers)[key] = str(value)
+    if not attributes.keys() >= _DEFAULTED:
+        defaults = {
+            "specversion": "1.0",
+            "id": row.id,
+            "type": row.event_type,
+            "source": f"/outbox/{row.aggregate_type}",
+            "subject": row.aggregate_id,
+            "datacontenttype": "application/json",
+        }
+        for key, value in defaults.items():
+            attributes.setdefault(key, value)
+        if "time" not in attributes:
+            attributes["time"] = row.created_at.isoformat()
+    return Message(
+        topic=topic,
+        key=row.aggregate_id,
+        value=row.payload.encode(),
+        attributes=attributes,
+        headers=headers,
+    )
 
 
 class Relay:
@@ -337,7 +362,7 @@ class Relay:
 
     def _finish(self, batch: _Batch) -> int:
         try:
-            batch.conn.execute(MARK, {"ids": batch.ids})
+            batch.conn.execute(MARK, {"rows": batch.ids})
             batch.conn.commit()
         except BaseException as exc:
             self._abort(batch, exc)
@@ -375,7 +400,7 @@ class Relay:
             if self.tracer is not None:
                 spans.append(self._start_span(row, message))
             messages.append(message)
-            ids.append(row.id)
+            ids.append(row.ctid)
         return messages, ids, spans
 
     def _start_span(self, row: Row, message: Message) -> Any:

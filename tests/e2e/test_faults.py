@@ -297,11 +297,24 @@ def stack(full: Any) -> Iterator[Any]:
     assert healed.code == 0, healed.text
     try:
         assert_flows(full)
-    except AssertionError:
+    except AssertionError as exc:
+        evidence = failure_evidence(full)
         # Reported for this test; the next ones get fresh relay and consumer processes.
         for role in ("relay", "consumer"):
             full.edaenv("inject", "restart", role)
-        raise
+        raise AssertionError(f"{exc}\n{evidence}") from None
+
+
+def failure_evidence(stack: Any) -> str:
+    """The failure bundle's summary and the relay's and consumer's last log lines."""
+    out = stack.root / f"bundle-{uuid.uuid4().hex[:6]}"
+    stack.edaenv("bundle", str(out))
+    parts = [(out / "summary.md").read_text() if (out / "summary.md").is_file() else ""]
+    for role in ("relay", "consumer"):
+        log = out / "logs" / f"{role}.log"
+        if log.is_file():
+            parts.append(f"--- {role} log ---\n" + "\n".join(log.read_text().splitlines()[-25:]))
+    return "\n".join(parts)
 
 
 def assert_flows(stack: Any) -> None:

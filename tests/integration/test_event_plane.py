@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -148,6 +149,38 @@ def test_ctrl_c_stops_seed_cleanly_and_reports_what_was_acknowledged(
     assert summary["interrupted"] and 0 < summary["acknowledged"] < 20000
     assert "Traceback" not in err and "interrupted" in err
     assert summary["acknowledged"] <= len(event_project.tail()) - 1 <= summary["sent"]
+
+
+def test_tail_follows_new_events_until_ctrl_c(event_project: Project) -> None:
+    publish(event_project, order())  # the topic exists before tail attaches
+    process = subprocess.Popen(
+        [EDAENV, "tail", event_project.topic, "--json"],
+        cwd=event_project.root,
+        env=event_project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, False)
+    sent: set[str] = set()
+    seen: set[str] = set()
+    pending = b""
+    deadline = time.monotonic() + 60
+    while not sent & seen and time.monotonic() < deadline:
+        # Published until one shows up: tail starts at the end, whenever it is attached.
+        sent.add(publish(event_project, order(str(uuid.uuid4())))["id"])
+        time.sleep(0.5)
+        try:
+            pending += os.read(fd, 1 << 20)
+        except BlockingIOError:
+            continue
+        *lines, pending = pending.split(b"\n")
+        seen.update(json.loads(line)["attributes"]["id"] for line in lines if line)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert sent & seen, err.decode()
+    assert process.returncode in (0, 130) and b"Traceback" not in err
 
 
 def test_tail_leaves_no_trace(event_project: Project) -> None:

@@ -214,3 +214,31 @@ def test_malformed_json_names_the_place(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as caught:
         list(read_jsonl(lines))
     assert str(caught.value.where).endswith("events.jsonl:3")
+
+
+def test_the_host_endpoint_comes_from_the_config_unless_the_environment_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edaenv.brokers.registry import host_endpoint
+    from edaenv.config import parse_config
+
+    config = parse_config(
+        "version: 1\nproject: shop\nbroker: rabbitmq\nports: {offset: 100}\n",
+        tmp_path / "edaenv.yaml",
+    )
+    config.env_file.parent.mkdir(parents=True)
+    config.env_file.write_text(
+        "RABBITMQ_USER=app\nRABBITMQ_PASSWORD=s3cret\nPOSTGRES_USER=app\n"
+        "POSTGRES_PASSWORD=p\nPOSTGRES_DB=app\n"
+    )
+    monkeypatch.delenv("EDAENV_BROKER_URL", raising=False)
+    assert host_endpoint(config).url == "amqp://app:s3cret@127.0.0.1:5772/%2F"
+    monkeypatch.setenv("EDAENV_BROKER_URL", "amqp://u:p@127.0.0.1:55672/%2F")
+    assert host_endpoint(config).url == "amqp://u:p@127.0.0.1:55672/%2F"
+
+
+def test_empty_nats_credentials_mean_none() -> None:
+    from edaenv.brokers.nats import _without_empty_credentials
+
+    assert _without_empty_credentials("nats://:@127.0.0.1:4222") == "nats://127.0.0.1:4222"
+    assert _without_empty_credentials("nats://a:b@h:1") == "nats://a:b@h:1"
