@@ -227,7 +227,7 @@ class NatsBroker:
             while follow or (remaining > 0 and time.monotonic() - idle_since < idle_timeout):
                 try:
                     batch = self._run(sub.fetch(FETCH, timeout=0.5))
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own or asyncio's
                     continue
                 idle_since = time.monotonic()
                 remaining -= len(batch)

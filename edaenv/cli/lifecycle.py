@@ -52,7 +52,10 @@ def up(
         bool, typer.Option("--wait/--no-wait", help="Wait until every service is healthy.")
     ] = True,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the health checks before failing.", min=1)
+        float,
+        typer.Option(
+            help="Seconds to wait for the health checks before failing.", min=1, metavar="SECONDS"
+        ),
     ] = 180,
 ) -> None:
     """Check the machine, render the stack, start it and wait until it is healthy; then show
