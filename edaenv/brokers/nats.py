@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
+import threading
 import time
 from collections.abc import Coroutine, Iterator, Sequence
 from functools import partial
@@ -71,9 +73,32 @@ class NatsBroker:
         self.max_message_bytes = self.nc.max_payload
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the adapter's loop. Ctrl-C cancels it and raises
+        KeyboardInterrupt here: left to itself, nats-py's tasks can swallow the interrupt."""
         if timeout is not None:
-            return self.loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
-        return self.loop.run_until_complete(coroutine)
+            coroutine = asyncio.wait_for(coroutine, timeout)
+        task = self.loop.create_task(coroutine)
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):  # another thread, or Ctrl-C is someone else's (seed stops after the window)
+            return self.loop.run_until_complete(task)
+        interrupted: list[bool] = []
+
+        def interrupt() -> None:
+            interrupted.append(True)
+            task.cancel()
+
+        self.loop.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            return self.loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            self.loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _unreachable(self) -> BrokerError:
         return BrokerError(

@@ -141,27 +141,15 @@ class Row(NamedTuple):  # a tuple: built for every row claimed, cheaper than a d
     headers: dict[str, str]  # the row's other headers
 
 
-def _row(
-    id: str,
-    aggregate_type: str,
-    aggregate_id: str,
-    event_type: str,
-    payload: str,
-    ctid: str,
-    *names_and_values: list[str] | None,
-) -> Row:
-    """A Row from a CLAIM row (an empty array comes back as NULL)."""
-    an, av, hn, hv = (values or () for values in names_and_values)
-    return Row(
-        id,
-        aggregate_type,
-        aggregate_id,
-        event_type,
-        payload,
-        ctid,
-        dict(zip(an, av, strict=True)),
-        dict(zip(hn, hv, strict=True)),
+def _row(claimed: tuple[Any, ...]) -> Row:
+    """A Row from a CLAIM row: (six columns, attribute names and values, header names and
+    values); a row without other headers has NULL arrays there."""
+    id, aggregate_type, aggregate_id, event_type, payload, ctid, names, values, hnames, hvalues = (
+        claimed
     )
+    headers = dict(zip(hnames, hvalues, strict=True)) if hnames else {}
+    attributes = dict(zip(names, values, strict=True))
+    return Row(id, aggregate_type, aggregate_id, event_type, payload, ctid, attributes, headers)
 
 
 Route = Callable[[Row], "str | None"]
@@ -342,7 +330,7 @@ class Relay:
                         "attributes": _ATTRIBUTES,
                     },
                 )
-                rows = [_row(*r) for r in cur.fetchall()]
+                rows = [_row(r) for r in cur.fetchall()]
             if not rows:
                 self._contended = bool(conn.execute(PENDING).fetchone() == (True,))
                 conn.rollback()

@@ -7,11 +7,15 @@ import signal
 import sys
 from pathlib import Path
 
+# A SIGTERM during the imports below (~0.5 s) must still mean a clean stop, not a default death.
+_terminated: list[int] = []
+signal.signal(signal.SIGTERM, lambda *_: _terminated.append(1))
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from outbox_support import make_broker
+from outbox_support import make_broker  # noqa: E402
 
-from edaenv.outbox.relay import Options, Relay
+from edaenv.outbox.relay import Options, Relay  # noqa: E402
 
 
 def main() -> None:
@@ -25,6 +29,8 @@ def main() -> None:
         options=Options(batch_size=batch, poll_interval=0.2),
     )
     signal.signal(signal.SIGTERM, lambda *_: relay.stop())
+    if _terminated:
+        relay.stop()
     relay.run()
     broker.close()
 

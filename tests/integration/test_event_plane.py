@@ -177,6 +177,8 @@ def test_tail_follows_new_events_until_ctrl_c(event_project: Project) -> None:
             continue
         *lines, pending = pending.split(b"\n")
         seen.update(json.loads(line)["attributes"]["id"] for line in lines if line)
+    time.sleep(2)  # idle: still following
+    assert process.poll() is None, process.stderr.read() if process.stderr else ""
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert sent & seen, err.decode()
