@@ -156,19 +156,28 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
     if project == config.project and not offset:
         return config
     if not PROJECT_NAME.match(project):
-        raise ConfigError(f"'{project}' cannot be a compose project name", where="EDAENV_PROJECT",
-                          hint="use lowercase letters, digits, '-' and '_', starting with a "
-                               f"letter or digit, e.g. '{safe_project_name(project)}'")
+        raise ConfigError(
+            f"'{project}' cannot be a compose project name",
+            where="EDAENV_PROJECT",
+            hint="use lowercase letters, digits, '-' and '_', starting with a "
+            f"letter or digit, e.g. '{safe_project_name(project)}'",
+        )
     if offset and not offset.isdigit():
-        raise ConfigError(f"'{offset}' is not a port offset", where="EDAENV_PORT_OFFSET",
-                          hint="a number such as 100; `edaenv ci prepare --port-offset auto` "
-                               "picks a free one")
-    changed = replace(config, project=project,
-                      port_offset=int(offset) if offset else config.port_offset)
+        raise ConfigError(
+            f"'{offset}' is not a port offset",
+            where="EDAENV_PORT_OFFSET",
+            hint="a number such as 100; `edaenv ci prepare --port-offset auto` picks a free one",
+        )
+    changed = replace(
+        config, project=project, port_offset=int(offset) if offset else config.port_offset
+    )
     highest = max(port for ports in changed.ports().values() for port in ports.values())
     if highest > 65535:
-        raise ConfigError(f"port offset {changed.port_offset} puts a port at {highest}, "
-                          "above 65535", where="EDAENV_PORT_OFFSET", hint="use a smaller offset")
+        raise ConfigError(
+            f"port offset {changed.port_offset} puts a port at {highest}, above 65535",
+            where="EDAENV_PORT_OFFSET",
+            hint="use a smaller offset",
+        )
     return changed
 
 
