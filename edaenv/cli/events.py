@@ -80,7 +80,8 @@ def publish(
     )
     message = batch.messages[0]
     if via_outbox:
-        publishing.write_outbox(config, batch)
+        with publishing.commit_span(config, message):
+            publishing.write_outbox(config, batch)
         position: dict[str, Any] = {"outbox": True}
     else:
         broker = _connect(config, batch)

@@ -147,6 +147,54 @@ def send(broker: Broker, messages: Sequence[Message]) -> list[dict[str, Any]]:
     return positions
 
 
+@contextmanager
+def commit_span(config: Config, message: Message) -> Iterator[None]:
+    """The producer's part of the trace: a span around the outbox commit, exported to the
+    stack's Jaeger, whose context becomes the row's traceparent, so that the relay's and the
+    consumer's spans continue it. A traceparent given with --header becomes its parent. Skipped
+    (the generated traceparent stays) when the stack has no Jaeger or it does not answer."""
+    endpoint = _otlp_endpoint(config)
+    if endpoint is None:
+        yield
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    from edaenv.outbox import tracing
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "edaenv-publish"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, timeout=2)))
+    tracer = provider.get_tracer("edaenv")
+    attributes = message.attributes
+    with tracer.start_as_current_span(
+        f"outbox commit {attributes['type']}",
+        context=tracing.parent_context(attributes),
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.destination.name": message.topic, "event.id": attributes["id"]},
+    ) as span:
+        carrier: dict[str, str] = {}
+        tracing.inject(span, carrier)
+        attributes[TRACEPARENT] = carrier[TRACEPARENT]
+        yield
+    provider.shutdown()
+
+
+def _otlp_endpoint(config: Config) -> str | None:
+    import socket
+
+    if not config.has("jaeger"):
+        return None
+    port = config.ports()["jaeger"]["otlp-http"]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return None
+    return f"http://127.0.0.1:{port}/v1/traces"
+
+
 def write_outbox(config: Config, batch: Batch) -> int:
     """Insert the events into the outbox in one transaction, for the relay to publish."""
     import psycopg

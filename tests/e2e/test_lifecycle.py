@@ -8,6 +8,8 @@ import json
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -317,5 +319,45 @@ def test_full_stack_all_but_grafana(make_stack: MakeStack) -> None:
     for variable in ("EDAENV_RELAY_METRICS_URL", "EDAENV_CONSUMER_METRICS_URL"):
         assert http_get(f"{env[variable]}/healthz")[0] == 200
     assert http_get(f"{env['EDAENV_JAEGER_URL']}/api/services")[0] == 200
+    check_outbox_to_consumer_in_one_trace(stack, env)
     assert stack.edaenv("down", "--volumes").code == 0
     assert_nothing_left(stack)
+
+
+def check_outbox_to_consumer_in_one_trace(stack: Stack, env: dict[str, str]) -> None:
+    """`publish --via-outbox` reaches the consumer through the relay, and Jaeger holds one trace
+    with the commit, the relay's publish and the consumer's handling."""
+    data = {"orderId": str(uuid.uuid4()), "customerId": "c-e2e", "total": 12.5}
+    published = stack.edaenv(
+        "publish", "OrderPlaced", "--via-outbox", "--json", "--data", json.dumps(data)
+    )
+    assert published.code == 0, published.text
+    event_id = json.loads(published.out)["id"]
+    url = env["EDAENV_DATABASE_URL"]
+
+    def query(sql: str) -> str:
+        result = subprocess.run(
+            ["psql", url, "-tA", "-c", sql], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    traceparent = query(f"select headers->>'traceparent' from outbox where id = '{event_id}'")
+    trace_id = traceparent.split("-")[1]
+    services: set[str] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        processed = query(f"select count(*) from processed_events where event_id = '{event_id}'")
+        if processed == "1":
+            try:  # 404 until the first span of the trace arrives
+                body = http_get(f"{env['EDAENV_JAEGER_URL']}/api/traces/{trace_id}")[1]
+            except urllib.error.HTTPError:
+                body = b'{"data": []}'
+            traces = json.loads(body)["data"]
+            services = {p["serviceName"] for t in traces for p in t["processes"].values()}
+            if {"edaenv-publish", "relay", "consumer"} <= services:
+                return
+        time.sleep(1)
+    raise AssertionError(
+        f"event {event_id}: processed={processed}, services in trace {trace_id}: {services}"
+    )
