@@ -155,13 +155,7 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
     offset = environ.get("EDAENV_PORT_OFFSET", "").strip()
     if project == config.project and not offset:
         return config
-    if not PROJECT_NAME.match(project):
-        raise ConfigError(
-            f"'{project}' cannot be a compose project name",
-            where="EDAENV_PROJECT",
-            hint="use lowercase letters, digits, '-' and '_', starting with a "
-            f"letter or digit, e.g. '{safe_project_name(project)}'",
-        )
+    check_project_name(project, where="EDAENV_PROJECT")
     if offset and not offset.isdigit():
         raise ConfigError(
             f"'{offset}' is not a port offset",
@@ -190,6 +184,16 @@ def _display(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
+
+
+def check_project_name(project: str, where: str) -> None:
+    if not PROJECT_NAME.match(project):
+        raise ConfigError(
+            f"'{project}' cannot be a compose project name",
+            where=where or None,
+            hint="use lowercase letters, digits, '-' and '_', starting with a letter or digit, "
+            f"e.g. '{safe_project_name(project)}'",
+        )
 
 
 def safe_project_name(name: str) -> str:
@@ -283,13 +287,10 @@ class _Validator:
             ("project",),
             hint="set `project: <name>` (lowercase letters, digits, - and _)",
         )
-        if not PROJECT_NAME.match(project):
-            raise self.fail(
-                ("project",),
-                f"'{project}' cannot be a compose project name",
-                hint=f"use lowercase letters, digits, '-' and '_', starting with a "
-                f"letter or digit, e.g. '{safe_project_name(project)}'",
-            )
+        try:
+            check_project_name(project, where="")
+        except ConfigError as exc:
+            raise self.fail(("project",), exc.message, hint=exc.hint or "") from None
 
         broker = self.string(
             top.get("broker", "kafka"), ("broker",), hint=f"use one of: {', '.join(BROKERS)}"

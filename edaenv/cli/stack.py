@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edaenv.cli import common
-from edaenv.config import BROKERS, COMPONENTS, REQUIRES, safe_project_name
+from edaenv.config import BROKERS, COMPONENTS, REQUIRES, check_project_name, safe_project_name
 from edaenv.errors import UsageError
 
 
@@ -84,7 +84,7 @@ def init(
         interactive=interactive,
         force=force,
     )
-    _check_project(project)
+    check_project_name(project, where="--name")
     result = run_init(plan)
     written = write_files(result.config, render_stack(result.config))
     for created in [*result.written, *written]:
@@ -163,18 +163,6 @@ def _port_offset(text: str) -> int:
             hint="a number such as 100, or `auto` for the first free hundred",
         )
     return int(text)
-
-
-def _check_project(project: str) -> None:
-    from edaenv.config import PROJECT_NAME
-
-    if not PROJECT_NAME.match(project):
-        raise UsageError(
-            f"'{project}' cannot be a compose project name",
-            where="--name",
-            hint="use lowercase letters, digits, '-' and '_', starting with a letter "
-            f"or digit, e.g. '{safe_project_name(project)}'",
-        )
 
 
 def _rel(path: Path, base: Path) -> str:
