@@ -17,8 +17,6 @@ command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Debian starts some of them on install; the tests use their own instances below.
-  pkill -x prometheus -u prometheus 2>/dev/null || true
 fi
 
 wait_for() {  # wait_for NAME SECONDS COMMAND...
