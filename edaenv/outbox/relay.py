@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from edaenv.brokers.base import Message
 from edaenv.events.envelope import CORE, CORRELATION_ID, TRACEPARENT
 from edaenv.outbox.metrics import RelayMetrics
 from edaenv.outbox.tracing import Tracer
@@ -47,12 +47,15 @@ from edaenv.outbox.tracing import Tracer
 if TYPE_CHECKING:
     import psycopg
 
-    from edaenv.brokers.base import Broker
+    from edaenv.brokers.base import Broker, Message
     from edaenv.events.contracts import Contract
 
 log = logging.getLogger("edaenv.relay")
 
-_ATTRIBUTES = [*CORE, TRACEPARENT, CORRELATION_ID]
+_ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
+_DEFAULTED = frozenset(
+    ("specversion", "id", "type", "source", "subject", "time", "datacontenttype")
+)
 
 # First key of the two-int advisory locks: keeps the relay's locks apart from the application's.
 LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
@@ -61,10 +64,6 @@ LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
 # at one moment, and then all of its head rows are claimed in seq order, or none. Rows are
 # fetched again by ctid: a row updated meanwhile is followed to its newest version by FOR UPDATE
 # and dropped, as published_at IS NULL no longer holds there.
-# The envelope is built here too, in the server's process rather than the relay's: the row's
-# headers (CloudEvents attributes by name, as envelope.outbox_row writes them), completed from
-# its columns where a hand-written row lacks an attribute, split into attributes and other
-# headers; values as text (JSON text for non-strings), null values dropped.
 CLAIM = """
 WITH head AS MATERIALIZED (
     SELECT ctid AS row, aggregate_id FROM outbox
@@ -73,26 +72,14 @@ WITH head AS MATERIALIZED (
     SELECT aggregate_id FROM (SELECT DISTINCT aggregate_id FROM head) AS candidates
     WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(aggregate_id))
 )
-SELECT o.id::text, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text, o.ctid::text,
-       e.attribute_names, e.attribute_values, e.header_names, e.header_values
-FROM outbox AS o CROSS JOIN LATERAL (
-    SELECT array_agg(key) FILTER (WHERE key = ANY (%(attributes)s)) AS attribute_names,
-           array_agg(value) FILTER (WHERE key = ANY (%(attributes)s)) AS attribute_values,
-           array_agg(key) FILTER (WHERE key <> ALL (%(attributes)s)) AS header_names,
-           array_agg(value) FILTER (WHERE key <> ALL (%(attributes)s)) AS header_values
-    FROM jsonb_each_text(
-        jsonb_build_object(
-            'specversion', '1.0', 'id', o.id, 'type', o.event_type,
-            'source', '/outbox/' || o.aggregate_type, 'subject', o.aggregate_id,
-            'datacontenttype', 'application/json', 'time', o.created_at
-        ) || jsonb_strip_nulls(o.headers)
-    )
-) AS e
-WHERE o.ctid = ANY (ARRAY(SELECT row FROM head JOIN held USING (aggregate_id)))
-  AND o.published_at IS NULL
-ORDER BY o.seq
+SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers, created_at,
+       ctid::text
+FROM outbox
+WHERE ctid = ANY (ARRAY(SELECT row FROM head JOIN held USING (aggregate_id)))
+  AND published_at IS NULL
+ORDER BY seq
 LIMIT %(limit)s
-FOR UPDATE OF o SKIP LOCKED
+FOR UPDATE SKIP LOCKED
 """
 PENDING = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
 # By ctid: the claim locked the rows, so their versions cannot move before this update.
@@ -130,26 +117,16 @@ class _Batch:
     started: float
 
 
-class Row(NamedTuple):  # a tuple: built for every row claimed, cheaper than a dataclass
-    id: str
+@dataclass(frozen=True)
+class Row:
+    id: Any
     aggregate_type: str
     aggregate_id: str
     event_type: str
     payload: str
+    headers: dict[str, Any]
+    created_at: datetime
     ctid: str  # where the claimed (locked) row version is
-    attributes: dict[str, str]  # CloudEvents attributes, completed by CLAIM
-    headers: dict[str, str]  # the row's other headers
-
-
-def _row(claimed: tuple[Any, ...]) -> Row:
-    """A Row from a CLAIM row: (six columns, attribute names and values, header names and
-    values); a row without other headers has NULL arrays there."""
-    id, aggregate_type, aggregate_id, event_type, payload, ctid, names, values, hnames, hvalues = (
-        claimed
-    )
-    headers = dict(zip(hnames, hvalues, strict=True)) if hnames else {}
-    attributes = dict(zip(names, values, strict=True))
-    return Row(id, aggregate_type, aggregate_id, event_type, payload, ctid, attributes, headers)
 
 
 Route = Callable[[Row], "str | None"]
@@ -169,12 +146,34 @@ def contract_router(contracts: Sequence[Contract]) -> Route:
 
 
 def to_message(row: Row, topic: str) -> Message:
+    """The envelope `publish` uses, from the row's headers (CloudEvents attributes by name, as
+    envelope.outbox_row writes them; split as envelope.message_from_outbox does, in one pass);
+    attributes a hand-written row lacks are completed from its columns."""
+    from edaenv.brokers.base import Message
+
+    attributes: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for key, value in row.headers.items():
+        (attributes if key in _ATTRIBUTES else headers)[key] = str(value)
+    if not attributes.keys() >= _DEFAULTED:
+        defaults = {
+            "specversion": "1.0",
+            "id": row.id,
+            "type": row.event_type,
+            "source": f"/outbox/{row.aggregate_type}",
+            "subject": row.aggregate_id,
+            "datacontenttype": "application/json",
+        }
+        for key, value in defaults.items():
+            attributes.setdefault(key, value)
+        if "time" not in attributes:
+            attributes["time"] = row.created_at.isoformat()
     return Message(
         topic=topic,
         key=row.aggregate_id,
         value=row.payload.encode(),
-        attributes=row.attributes,
-        headers=row.headers,
+        attributes=attributes,
+        headers=headers,
     )
 
 
@@ -259,16 +258,16 @@ class Relay:
     def pump(self) -> int:
         """Relay batches until a claim finds nothing (or stop() was called); rows published.
 
-        Two batches overlap: while one is being published and then marked (on a worker thread,
-        its transaction open on one connection), the next is claimed on the other connection.
-        Its claim skips the aggregates the first one holds, exactly as another relay's would, so
-        per-aggregate order is kept; each batch is marked only after its own acknowledgement."""
+        Two batches overlap: while one is being published (on a worker thread, its transaction
+        open on one connection), the next is claimed on the other connection. Its claim skips
+        the aggregates the first one holds, exactly as another relay's would, so per-aggregate
+        order is kept; each batch is still marked only after its own acknowledgement."""
         self._connect()
         if not self._topology_ready:
             self.broker.ensure_topology(self.topics)
             self._topology_ready = True
         total = 0
-        inflight: tuple[_Batch, Future[int]] | None = None
+        inflight: tuple[_Batch, Future[Any]] | None = None
         try:
             while not self._stop.is_set():
                 conn = (
@@ -282,7 +281,7 @@ class Relay:
                     total += self._settle(*done, also_abort=batch)
                 if batch is None:
                     break
-                inflight = (batch, self._publisher.submit(self._deliver, batch))
+                inflight = (batch, self._publisher.submit(self._publish, batch))
         finally:
             if inflight is not None:
                 total += self._settle(*inflight)
@@ -297,7 +296,12 @@ class Relay:
         batch = self._claim(self._conns[0], scan=self.options.batch_size)
         if batch is None:
             return 0
-        return self._deliver(batch)
+        try:
+            self._publish(batch)
+        except BaseException as exc:
+            self._abort(batch, exc)
+            raise
+        return self._finish(batch)
 
     def close(self) -> None:
         for conn in (*self._conns, self._listen):
@@ -319,22 +323,15 @@ class Relay:
         claimed. Sets _contended when rows are pending that other transactions hold."""
         started = time.perf_counter()
         try:
-            # Pipeline mode: BEGIN and the claim go in one round trip.
-            with conn.pipeline(), conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.execute(
-                    CLAIM,
-                    {
-                        "scan": scan,
-                        "space": LOCK_SPACE,
-                        "limit": self.options.batch_size,
-                        "attributes": _ATTRIBUTES,
-                    },
+                    CLAIM, {"scan": scan, "space": LOCK_SPACE, "limit": self.options.batch_size}
                 )
-                rows = [_row(r) for r in cur.fetchall()]
-            if not rows:
-                self._contended = bool(conn.execute(PENDING).fetchone() == (True,))
-                conn.rollback()
-                return None
+                rows = [Row(*r) for r in cur.fetchall()]
+                if not rows:
+                    self._contended = bool(cur.execute(PENDING).fetchone() == (True,))
+                    conn.rollback()
+                    return None
             self._contended = False
             messages, ids, spans = self._prepare(rows)
         except BaseException:
@@ -346,15 +343,27 @@ class Relay:
             return None
         return _Batch(conn, messages, ids, spans, started)
 
-    def _deliver(self, batch: _Batch) -> int:
-        """Publish a batch, wait for the broker's acknowledgement of all of it, then mark it and
-        commit; on failure roll it back (the locks go, its rows stay unpublished)."""
+    def _publish(self, batch: _Batch) -> None:
+        self.broker.publish(batch.messages)
+
+    def _settle(
+        self, batch: _Batch, published: Future[Any], also_abort: _Batch | None = None
+    ) -> int:
+        """Wait for a batch's acknowledgement, then mark it; on failure roll back (and roll back
+        also_abort, claimed meanwhile, so that the failure propagates with nothing held)."""
         try:
-            self.broker.publish(batch.messages)
-            # Pipeline mode: the mark and the commit go in one round trip.
-            with batch.conn.pipeline():
-                batch.conn.execute(MARK, {"rows": batch.ids})
-                batch.conn.commit()
+            published.result()
+        except BaseException as exc:
+            self._abort(batch, exc)
+            if also_abort is not None:
+                self._abort(also_abort, exc)
+            raise
+        return self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> int:
+        try:
+            batch.conn.execute(MARK, {"rows": batch.ids})
+            batch.conn.commit()
         except BaseException as exc:
             self._abort(batch, exc)
             raise
@@ -362,18 +371,6 @@ class Relay:
         self.metrics.published.inc(len(batch.ids))
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         return len(batch.ids)
-
-    def _settle(
-        self, batch: _Batch, delivered: Future[int], also_abort: _Batch | None = None
-    ) -> int:
-        """Wait for a batch's delivery (the worker rolled it back if it failed); on failure roll
-        back also_abort, claimed meanwhile, so that the failure propagates with nothing held."""
-        try:
-            return delivered.result()
-        except BaseException as exc:
-            if also_abort is not None:
-                self._abort(also_abort, exc)
-            raise
 
     def _abort(self, batch: _Batch, error: BaseException) -> None:
         if not batch.conn.closed:

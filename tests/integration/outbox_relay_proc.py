@@ -7,9 +7,11 @@ import signal
 import sys
 from pathlib import Path
 
-# A SIGTERM during the imports below (~0.5 s) must still mean a clean stop, not a default death.
+# A SIGTERM during the imports below (~0.5 s) must still mean a clean stop, not a default death;
+# "ready" tells spawn_relay() that the handler is in place.
 _terminated: list[int] = []
 signal.signal(signal.SIGTERM, lambda *_: _terminated.append(1))
+print("ready", flush=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -96,10 +96,16 @@ class RelayThread:
 
 
 def spawn_relay(url: str, bootstrap: str, topic: str, batch: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """A relay process, returned once its SIGTERM handler is installed (a SIGTERM sent while
+    the interpreter starts would kill it with the default action, not stop it cleanly)."""
+    process = subprocess.Popen(
         [sys.executable, str(HERE / "outbox_relay_proc.py"), url, bootstrap, topic, str(batch)],
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n", "the relay process did not start"
+    return process
 
 
 def test_relay_publishes_with_envelope_marks_and_exposes_metrics(db: str, kafka: str) -> None:
