@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from edaenv.events.envelope import CORE, CORRELATION_ID, TRACEPARENT
 from edaenv.outbox.metrics import RelayMetrics
+from edaenv.outbox.runtime import DATABASE_OPTIONS
 from edaenv.outbox.tracing import Tracer
 
 if TYPE_CHECKING:
@@ -442,7 +443,7 @@ class Relay:
                 conn.close()
             self._conns = tuple(
                 psycopg.connect(
-                    self.database_url, connect_timeout=5, application_name="edaenv-relay"
+                    self.database_url, application_name="edaenv-relay", **DATABASE_OPTIONS
                 )
                 for _ in range(2)
             )
@@ -450,8 +451,8 @@ class Relay:
             self._listen = psycopg.connect(
                 self.database_url,
                 autocommit=True,
-                connect_timeout=5,
                 application_name="edaenv-relay-listen",
+                **DATABASE_OPTIONS,
             )
             self._listen.execute("LISTEN outbox")
 

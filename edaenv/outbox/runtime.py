@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edaenv.errors import UsageError
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker
     from edaenv.config import Config
+
+
+# libpq options for the relay's and the consumer's Postgres connections: a peer that vanished
+# (a partitioned or re-addressed container) is noticed in seconds, not after the kernel's
+# 15 minutes of retransmissions, and the connection is then opened again.
+DATABASE_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
 
 
 @dataclass(frozen=True)
