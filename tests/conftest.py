@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,3 +60,21 @@ def project(tmp_path: Path) -> Path:
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     return repo
+
+
+FIGURE = re.compile(r"^(R[1-4]|C[1-3]): ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reliability tests' figures (lines `R1: ...` to `C3: ...` that they print) in the
+    summary, so a CI log shows them without -s."""
+    figures = [
+        line
+        for report in terminalreporter.stats.get("passed", [])
+        for line in report.capstdout.splitlines()
+        if FIGURE.match(line)
+    ]
+    if figures:
+        terminalreporter.section("reliability figures")
+        for line in figures:
+            terminalreporter.write_line(line)

@@ -1,6 +1,6 @@
 """The outbox relay against the real PostgreSQL and the real Kafka-protocol broker (Tansu).
 
-R1-R4 of the reliability plan print their figures (run with -s to see them).
+R1-R4 of the reliability plan print their figures (pytest shows them in its summary).
 """
 
 from __future__ import annotations
