@@ -1,5 +1,6 @@
 """The scaffold's sample consumer (rendered by `edaenv init`) against the real PostgreSQL and
-the real Kafka-protocol broker (Tansu). C1-C3 print their figures (pytest shows them in its summary)."""
+the real Kafka-protocol broker (Tansu). C1-C3 print their figures (pytest shows them in its
+summary)."""
 
 from __future__ import annotations
 
