@@ -41,6 +41,17 @@ class Delivery:
     position: dict[str, Any]  # {"partition": 0, "offset": 12}, {"stream": "ORDERS", "seq": 5}
 
 
+def dead_letter(delivery: Delivery, topic: str, headers: dict[str, str]) -> Message:
+    """A delivery re-addressed to a dead-letter topic, with the failure's headers added."""
+    return Message(
+        topic=topic,
+        key=delivery.key,
+        value=delivery.value,
+        attributes=dict(delivery.attributes),
+        headers={**delivery.headers, **headers},
+    )
+
+
 class Subscription(Protocol):
     """A consumer-group style subscription with explicit acknowledgement (at-least-once)."""
 

@@ -255,14 +255,7 @@ class KafkaBroker:
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
     ) -> dict[str, Any]:
-        letter = base.Message(
-            topic=topology.dlq_topic(topic),
-            key=delivery.key,
-            value=delivery.value,
-            attributes=dict(delivery.attributes),
-            headers={**delivery.headers, **headers},
-        )
-        return self.publish([letter])[0]
+        return self.publish([base.dead_letter(delivery, topology.dlq_topic(topic), headers)])[0]
 
     def close(self) -> None:
         if self._producer is not None:

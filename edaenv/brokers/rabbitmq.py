@@ -356,14 +356,7 @@ class RabbitBroker:
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
     ) -> dict[str, Any]:
-        letter = base.Message(
-            topic=topology.rabbit_dlx(topic),
-            key=delivery.key,
-            value=delivery.value,
-            attributes=dict(delivery.attributes),
-            headers={**delivery.headers, **headers},
-        )
-        return self.publish([letter])[0]
+        return self.publish([base.dead_letter(delivery, topology.rabbit_dlx(topic), headers)])[0]
 
     def close(self) -> None:
         if self.connection.is_open:
