@@ -140,8 +140,9 @@ def test_sample_consumer_on_every_broker(name: str, db: str, tmp_path: Path) -> 
             )
         )
     metrics = ConsumerMetrics()
+    consumer_broker = connect(name)
     consumer = sample.Consumer(
-        connect(name),
+        consumer_broker,
         db,
         topic=topic,
         group=f"g-{uuid.uuid4().hex[:6]}",
@@ -171,6 +172,7 @@ def test_sample_consumer_on_every_broker(name: str, db: str, tmp_path: Path) -> 
         time.sleep(0.1)
     consumer.stop.set()
     thread.join(30)
+    consumer_broker.close()
     letters = dlq.read_dead_letters(publisher, name, [topic])
     publisher.close()
     print(
