@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edaenv.errors import BrokerError
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -39,6 +41,14 @@ class Delivery:
     attributes: dict[str, str]
     headers: dict[str, str]
     position: dict[str, Any]  # {"partition": 0, "offset": 12}, {"stream": "ORDERS", "seq": 5}
+
+
+def unreachable(broker: str, address: str) -> BrokerError:
+    """The one message every adapter gives when its broker does not answer."""
+    return BrokerError(
+        f"cannot reach {broker} at {address}",
+        hint="is the stack up? run `edaenv up`, or `edaenv status`",
+    )
 
 
 def dead_letter(delivery: Delivery, topic: str, headers: dict[str, str]) -> Message:

@@ -55,10 +55,7 @@ class KafkaBroker:
             raise self._unreachable() from None
 
     def _unreachable(self) -> BrokerError:
-        return BrokerError(
-            f"cannot reach {self.name} at {self.url}",
-            hint="is the stack up? run `edaenv up`, or `edaenv status`",
-        )
+        return base.unreachable(self.name, self.url)
 
     def _missing(self, topic: str) -> BrokerError:
         return BrokerError(

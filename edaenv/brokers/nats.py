@@ -101,10 +101,7 @@ class NatsBroker:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _unreachable(self) -> BrokerError:
-        return BrokerError(
-            f"cannot reach nats at {self.url}",
-            hint="is the stack up? run `edaenv up`, or `edaenv status`",
-        )
+        return base.unreachable("nats", self.url)
 
     def _missing(self, what: str) -> BrokerError:
         return BrokerError(

@@ -60,10 +60,7 @@ class RabbitBroker:
         self._returned: list[str] = []
 
     def _unreachable(self) -> BrokerError:
-        return BrokerError(
-            f"cannot reach rabbitmq at {self.url}",
-            hint="is the stack up? run `edaenv up`, or `edaenv status`",
-        )
+        return base.unreachable("rabbitmq", self.url)
 
     def _broken(self, exc: Exception) -> BrokerError:
         if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
