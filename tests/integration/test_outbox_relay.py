@@ -227,9 +227,18 @@ def test_sigterm_finishes_the_batch_and_exits_cleanly(db: str, kafka: str) -> No
     assert len(received) == published, "a clean stop publishes nothing it does not mark"
 
 
+def wait_for_backlog(db: str, timeout: float) -> int:
+    """The backlog, polled until rows are pending (a kill then lands mid-stream) or timeout."""
+    deadline = time.monotonic() + timeout
+    while (pending := backlog(db)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return pending
+
+
 def test_r1_relay_killed_at_random_moments_loses_nothing(db: str, kafka: str) -> None:
     topic, batch, aggregates = new_topic(), 100, [f"agg-{i:03d}" for i in range(200)]
-    writers = [Writer(db, aggregates[i::4], 100) for i in range(4)]  # 4 x 50 x 100 = 20k
+    # 4 x 50 x 100 = 20k events, paced to ~20 s so that every kill lands while rows arrive.
+    writers = [Writer(db, aggregates[i::4], 100, pause=0.003) for i in range(4)]
     for writer in writers:
         writer.start()
     rng = random.Random(1)
@@ -239,7 +248,7 @@ def test_r1_relay_killed_at_random_moments_loses_nothing(db: str, kafka: str) ->
     try:
         while kills < 10 or any(w.is_alive() for w in writers):
             time.sleep(rng.uniform(0.8, 1.6))  # startup (imports, connections) is ~0.5 s
-            pending = backlog(db)
+            pending = wait_for_backlog(db, 1.0)
             process.kill()
             process.wait()
             kills += 1
