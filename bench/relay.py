@@ -1,7 +1,7 @@
 """The outbox relay's speed against its raw parts, measured in the same run.
 
 1. Drain rate: N pre-inserted outbox rows (COPY) published by the relay, against
-   - raw publish: the same broker client publishing N messages in batches, and
+   - raw publish: the same broker client publishing the same N messages in batches, and
    - raw claim-and-mark: `SELECT ... FOR UPDATE SKIP LOCKED` + `UPDATE` per batch, no publish.
    Ratio = relay / min(raw publish, raw claim-and-mark); goal >= 0.6.
 2. Latency, commit to consume: one row per transaction, the relay woken by NOTIFY, a reader on
@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,22 @@ def load(url: str, data: list[tuple[Any, ...]]) -> None:
 
 
 def raw_publish(broker: Any, topic: str, data: list[tuple[Any, ...]], batch: int) -> float:
+    """The same messages the relay sends: the full CloudEvents envelope of each row."""
+    now = datetime.now(UTC).isoformat()
     messages = [
         Message(
             topic=topic,
             key=r[2],
             value=r[4].encode(),
-            attributes={**json.loads(r[5]), "type": r[3], "specversion": "1.0"},
+            attributes={
+                "specversion": "1.0",
+                "type": r[3],
+                "source": f"/outbox/{r[1]}",
+                "subject": r[2],
+                "datacontenttype": "application/json",
+                "time": now,
+                **json.loads(r[5]),
+            },
         )
         for r in data
     ]

@@ -34,9 +34,10 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,24 +55,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("edaenv.relay")
 
 _ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
-_DEFAULTED = frozenset(
-    ("specversion", "id", "type", "source", "subject", "time", "datacontenttype")
-)
 
 # First key of the two-int advisory locks: keeps the relay's locks apart from the application's.
 LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
 
 # Steps 1-3 in one statement. The CTEs are materialized: each aggregate's lock is tried once,
-# at one moment, and then all of its head rows are claimed in seq order, or none. Rows are
-# fetched again by ctid: a row updated meanwhile is followed to its newest version by FOR UPDATE
-# and dropped, as published_at IS NULL no longer holds there.
+# at one moment, and then all of its head rows are claimed in seq order, or none. Locks are
+# tried oldest aggregate first, and only until a batch's worth is held. Rows are fetched again by
+# ctid: a row updated meanwhile is followed to its newest version by FOR UPDATE and dropped, as
+# published_at IS NULL no longer holds there.
 CLAIM = """
 WITH head AS MATERIALIZED (
-    SELECT ctid AS row, aggregate_id FROM outbox
+    SELECT ctid AS row, seq, aggregate_id FROM outbox
     WHERE published_at IS NULL ORDER BY seq LIMIT %(scan)s
+), candidates AS MATERIALIZED (
+    SELECT aggregate_id FROM head GROUP BY aggregate_id ORDER BY min(seq)
 ), held AS MATERIALIZED (
-    SELECT aggregate_id FROM (SELECT DISTINCT aggregate_id FROM head) AS candidates
+    SELECT aggregate_id FROM candidates
     WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(aggregate_id))
+    LIMIT %(limit)s
 )
 SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers, created_at,
        ctid::text
@@ -112,10 +114,10 @@ class Options:
 @dataclass(frozen=True)
 class _Batch:
     conn: psycopg.Connection[Any]  # its transaction is open: rows and aggregates locked
-    messages: list[Message]
-    ids: list[str]  # ctids of the claimed rows
-    spans: list[Any]
+    rows: list[tuple[Row, str]]  # the rows to publish, with their topics
+    ids: list[str]  # ctids of those rows
     started: float
+    spans: list[Any] = field(default_factory=list)  # started when the batch is published
 
 
 @dataclass(frozen=True)
@@ -152,23 +154,19 @@ def to_message(row: Row, topic: str) -> Message:
     attributes a hand-written row lacks are completed from its columns."""
     from edaenv.brokers.base import Message
 
-    attributes: dict[str, str] = {}
+    attributes = {
+        "specversion": "1.0",
+        "id": row.id,
+        "type": row.event_type,
+        "source": f"/outbox/{row.aggregate_type}",
+        "subject": row.aggregate_id,
+        "datacontenttype": "application/json",
+    }
     headers: dict[str, str] = {}
     for key, value in row.headers.items():
         (attributes if key in _ATTRIBUTES else headers)[key] = str(value)
-    if not attributes.keys() >= _DEFAULTED:
-        defaults = {
-            "specversion": "1.0",
-            "id": row.id,
-            "type": row.event_type,
-            "source": f"/outbox/{row.aggregate_type}",
-            "subject": row.aggregate_id,
-            "datacontenttype": "application/json",
-        }
-        for key, value in defaults.items():
-            attributes.setdefault(key, value)
-        if "time" not in attributes:
-            attributes["time"] = row.created_at.isoformat()
+    if "time" not in attributes:
+        attributes["time"] = row.created_at.isoformat()
     return Message(
         topic=topic,
         key=row.aggregate_id,
@@ -259,42 +257,40 @@ class Relay:
     def pump(self) -> int:
         """Relay batches until a claim finds nothing (or stop() was called); rows published.
 
-        Two batches overlap: while one is being published (on a worker thread, its transaction
-        open on one connection), the next is claimed on the other connection. Its claim skips
-        the aggregates the first one holds, exactly as another relay's would, so per-aggregate
-        order is kept; each batch is still marked only after its own acknowledgement."""
-        self._connect()
-        if not self._topology_ready:
-            self.broker.ensure_topology(self.topics)
-            self._topology_ready = True
+        Two batches of half the batch size overlap, each in its own transaction on its own
+        connection: while one is published (on the publisher thread), the next is claimed and
+        queued behind it; the first is marked once acknowledged while the publisher goes on
+        with the second. A claim skips the aggregates the batch in flight holds, exactly as
+        another relay's would, so per-aggregate order is kept. Each batch is marked only after
+        its own acknowledgement, and a crash re-publishes at most batch_size rows."""
+        self._ready()
         total = 0
-        inflight: tuple[_Batch, Future[Any]] | None = None
+        inflight: deque[tuple[_Batch, Future[None]]] = deque()  # at most one when claiming
+        half = max(1, self.options.batch_size // 2)
         try:
             while not self._stop.is_set():
-                conn = (
-                    self._conns[1]
-                    if inflight and inflight[0].conn is self._conns[0]
-                    else self._conns[0]
-                )
-                batch = self._claim(conn, scan=self.options.batch_size * (2 if inflight else 1))
-                if inflight is not None:
-                    done, inflight = inflight, None
-                    total += self._settle(*done, also_abort=batch)
+                held = inflight[0][0].conn if inflight else None
+                conn = self._conns[1] if held is self._conns[0] else self._conns[0]
+                batch = self._claim(conn, limit=half, scan=half * (1 + len(inflight)))
                 if batch is None:
                     break
-                inflight = (batch, self._publisher.submit(self._publish, batch))
-        finally:
-            if inflight is not None:
-                total += self._settle(*inflight)
+                inflight.append((batch, self._publisher.submit(self._publish, batch)))
+                if len(inflight) > 1:
+                    total += self._settle(*inflight.popleft())
+            while inflight:
+                total += self._settle(*inflight.popleft())
+        except BaseException as exc:
+            for batch, published in inflight:  # queued behind a failure: roll back once done
+                wait([published])
+                self._abort(batch, exc)
+            raise
         return total
 
     def relay_batch(self) -> int:
         """Claim, publish and mark one batch, without overlap; the number of rows published."""
-        self._connect()
-        if not self._topology_ready:
-            self.broker.ensure_topology(self.topics)
-            self._topology_ready = True
-        batch = self._claim(self._conns[0], scan=self.options.batch_size)
+        self._ready()
+        size = self.options.batch_size
+        batch = self._claim(self._conns[0], limit=size, scan=size)
         if batch is None:
             return 0
         try:
@@ -303,6 +299,12 @@ class Relay:
             self._abort(batch, exc)
             raise
         return self._finish(batch)
+
+    def _ready(self) -> None:
+        self._connect()
+        if not self._topology_ready:
+            self.broker.ensure_topology(self.topics)
+            self._topology_ready = True
 
     def close(self) -> None:
         for conn in (*self._conns, self._listen):
@@ -316,48 +318,47 @@ class Relay:
     @property
     def _publisher(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-publish")
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="relay-publish")
         return self._executor
 
-    def _claim(self, conn: psycopg.Connection[Any], scan: int) -> _Batch | None:
+    def _claim(self, conn: psycopg.Connection[Any], limit: int, scan: int) -> _Batch | None:
         """Claim a batch on conn; its transaction stays open (locks held) when rows were
         claimed. Sets _contended when rows are pending that other transactions hold."""
         started = time.perf_counter()
         try:
             with conn.cursor() as cur:
-                cur.execute(
-                    CLAIM, {"scan": scan, "space": LOCK_SPACE, "limit": self.options.batch_size}
-                )
+                cur.execute(CLAIM, {"scan": scan, "space": LOCK_SPACE, "limit": limit})
                 rows = [Row(*r) for r in cur.fetchall()]
                 if not rows:
                     self._contended = bool(cur.execute(PENDING).fetchone() == (True,))
                     conn.rollback()
                     return None
             self._contended = False
-            messages, ids, spans = self._prepare(rows)
+            routed = self._route(rows)
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
-        if not ids:
+        if not routed:
             conn.rollback()
             return None
-        return _Batch(conn, messages, ids, spans, started)
+        return _Batch(conn, routed, [row.ctid for row, _ in routed], started)
 
     def _publish(self, batch: _Batch) -> None:
-        self.broker.publish(batch.messages)
+        messages = []
+        for row, topic in batch.rows:
+            message = to_message(row, topic)
+            if self.tracer is not None:
+                batch.spans.append(self._start_span(row, message))
+            messages.append(message)
+        self.broker.publish(messages)
 
-    def _settle(
-        self, batch: _Batch, published: Future[Any], also_abort: _Batch | None = None
-    ) -> int:
-        """Wait for a batch's acknowledgement, then mark it; on failure roll back (and roll back
-        also_abort, claimed meanwhile, so that the failure propagates with nothing held)."""
+    def _settle(self, batch: _Batch, published: Future[None]) -> int:
+        """Wait for a batch's acknowledgement, then mark it; on failure roll it back."""
         try:
             published.result()
         except BaseException as exc:
             self._abort(batch, exc)
-            if also_abort is not None:
-                self._abort(also_abort, exc)
             raise
         return self._finish(batch)
 
@@ -378,15 +379,16 @@ class Relay:
             batch.conn.rollback()
         self._end_spans(batch.spans, error)
 
-    def _prepare(self, rows: list[Row]) -> tuple[list[Message], list[Any], list[Any]]:
-        messages, ids, spans = [], [], []
+    def _route(self, rows: list[Row]) -> list[tuple[Row, str]]:
+        """The rows with their topics, but none of an aggregate from its first unroutable row
+        on: publishing later rows of it would break its order."""
+        routed = []
         blocked: set[str] = set()
         for row in rows:
             if row.aggregate_id in blocked:
                 continue
             topic = self.route(row)
             if topic is None:
-                # Later rows of this aggregate wait too: publishing them would break its order.
                 blocked.add(row.aggregate_id)
                 if row.event_type not in self._unroutable_logged:
                     self._unroutable_logged.add(row.event_type)
@@ -397,12 +399,8 @@ class Relay:
                         row.id,
                     )
                 continue
-            message = to_message(row, topic)
-            if self.tracer is not None:
-                spans.append(self._start_span(row, message))
-            messages.append(message)
-            ids.append(row.ctid)
-        return messages, ids, spans
+            routed.append((row, topic))
+        return routed
 
     def _start_span(self, row: Row, message: Message) -> Any:
         from opentelemetry.trace import SpanKind

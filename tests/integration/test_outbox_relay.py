@@ -34,7 +34,7 @@ from outbox_support import (
 )
 
 from edaenv.outbox.metrics import RelayMetrics, serve
-from edaenv.outbox.relay import Options, Relay
+from edaenv.outbox.relay import CLAIM, LOCK_SPACE, Options, Relay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 HERE = Path(__file__).resolve().parent
@@ -174,6 +174,19 @@ def test_relay_span_continues_the_trace_stored_with_the_row(db: str, kafka: str)
     assert span.name == f"{topic} publish"
     [delivery] = read_all(kafka, topic)
     assert delivery.attributes["traceparent"] == f"00-{trace_id}-{span.context.span_id:016x}-01"
+
+
+def test_a_claim_locks_only_the_aggregates_it_takes(db: str) -> None:
+    insert_events(db, [event_row(f"order-{i:02d}", n) for n in range(2) for i in range(40)])
+    advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+    with psycopg.connect(db) as first, psycopg.connect(db) as second:
+        params = {"scan": 80, "space": LOCK_SPACE, "limit": 10}
+        taken = first.execute(CLAIM, params).fetchall()
+        assert [row[2] for row in taken] == [f"order-{i:02d}" for i in range(10)]
+        # Ten aggregates locked, not all forty of the rows scanned: another claim gets the next.
+        assert second.execute(advisory, (first.info.backend_pid,)).fetchone() == (10,)
+        others = second.execute(CLAIM, params).fetchall()
+        assert [row[2] for row in others] == [f"order-{i:02d}" for i in range(10, 20)]
 
 
 def test_unroutable_event_holds_back_only_its_aggregate(db: str, kafka: str) -> None:

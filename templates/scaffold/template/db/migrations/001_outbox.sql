@@ -19,9 +19,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 -- many published rows wait for the retention clean-up.
 CREATE INDEX IF NOT EXISTS outbox_unpublished
     ON outbox (seq) WHERE published_at IS NULL;
--- Per-aggregate order: the relay reads the oldest unpublished rows of the aggregates it holds.
-CREATE INDEX IF NOT EXISTS outbox_aggregate_unpublished
-    ON outbox (aggregate_id, seq) WHERE published_at IS NULL;
 -- Retention: published rows are deleted after a while.
 CREATE INDEX IF NOT EXISTS outbox_published_at
     ON outbox (published_at) WHERE published_at IS NOT NULL;
