@@ -30,6 +30,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -75,8 +76,8 @@ WITH head AS MATERIALIZED (
     WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(aggregate_id))
     LIMIT %(limit)s
 )
-SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers, created_at,
-       ctid::text
+SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text,
+       created_at, ctid::text
 FROM outbox
 WHERE ctid = ANY (ARRAY(SELECT row FROM head JOIN held USING (aggregate_id)))
   AND published_at IS NULL
@@ -127,7 +128,7 @@ class Row:
     aggregate_id: str
     event_type: str
     payload: str
-    headers: dict[str, Any]
+    headers: str  # JSON, parsed on the publisher thread (the claiming one waits on the database)
     created_at: datetime
     ctid: str  # where the claimed (locked) row version is
 
@@ -163,7 +164,7 @@ def to_message(row: Row, topic: str) -> Message:
         "datacontenttype": "application/json",
     }
     headers: dict[str, str] = {}
-    for key, value in row.headers.items():
+    for key, value in json.loads(row.headers).items():
         (attributes if key in _ATTRIBUTES else headers)[key] = str(value)
     if "time" not in attributes:
         attributes["time"] = row.created_at.isoformat()
