@@ -1,7 +1,8 @@
 """The sample consumer's idempotent consume against its raw parts, measured in the same run.
 
 N events (10% of them delivered twice) on one topic, then:
-  raw consume       the same broker client: fetch + ack, nothing else;
+  raw consume       the same broker client (edaenv's Kafka adapter, as the consumer uses in
+                    the stack): fetch + ack, nothing else;
   batched inserts   the side-effect rows inserted into PostgreSQL, one transaction per batch;
   idempotent        the scaffold's consumer (rendered by `edaenv init`): processed_events guard,
                     side effect and ack, duplicates skipped.
@@ -36,12 +37,12 @@ from outbox_support import (  # noqa: E402
     KafkaTestBroker,
     fresh_database,
     kafka_bootstrap,
-    make_broker,
     new_topic,
 )
 
 from edaenv.brokers.base import Message  # noqa: E402
 from edaenv.outbox.metrics import ConsumerMetrics  # noqa: E402
+from edaenv.outbox.runtime import prefer_io_threads  # noqa: E402
 
 
 def render_consumer(directory: Path) -> Any:
@@ -57,6 +58,13 @@ def render_consumer(directory: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def adapter(bootstrap: str) -> Any:
+    from edaenv.brokers.base import Endpoint
+    from edaenv.brokers.registry import connect
+
+    return connect(Endpoint(broker="kafka", url=bootstrap))
 
 
 def events(topic: str, n: int) -> list[Message]:
@@ -126,7 +134,7 @@ def idempotent(
 ) -> tuple[float, int, int]:
     metrics = ConsumerMetrics()
     consumer = sample.Consumer(
-        make_broker(bootstrap),
+        adapter(bootstrap),
         url,
         topic=topic,
         group=f"idem-{uuid.uuid4().hex[:6]}",
@@ -165,6 +173,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    prefer_io_threads()  # as the consumer's main() does (the raw loops are single-threaded)
     bootstrap = kafka_bootstrap()
     with tempfile.TemporaryDirectory() as directory:
         sample = render_consumer(Path(directory))
@@ -175,7 +184,7 @@ def main() -> None:
     for start in range(0, len(messages), 5000):
         publisher.publish(messages[start : start + 5000])
     publisher.close()
-    broker = make_broker(bootstrap)
+    broker = adapter(bootstrap)
     print(
         f"consumer bench: {args.events} events ({args.events // 10} duplicates), "
         f"batch {args.batch}, Kafka (Tansu) via {type(broker).__name__}"

@@ -42,6 +42,7 @@ from outbox_support import (  # noqa: E402
 
 from edaenv.brokers.base import Message  # noqa: E402
 from edaenv.outbox.relay import Options, Relay  # noqa: E402
+from edaenv.outbox.runtime import prefer_io_threads  # noqa: E402
 
 
 def client(bootstrap: str, kind: str) -> Any:
@@ -235,6 +236,7 @@ def main() -> None:
         "tests' own confluent-kafka client",
     )
     args = parser.parse_args()
+    prefer_io_threads()  # as the relay service does (the raw loops are single-threaded)
     kind = args.client
     if kind is None:
         try:

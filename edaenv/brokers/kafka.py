@@ -261,16 +261,22 @@ class KafkaBroker:
 
 
 class KafkaSubscription:
-    """A consumer group member; ack() commits the delivery's offset (asynchronously, at least
-    once), close() commits what was acknowledged before leaving the group."""
+    """A consumer group member. ack() records the delivery's offset; what was acknowledged is
+    committed (asynchronously, one request for all partitions) by the next fetch(), and
+    synchronously by close() before leaving the group. At least once: a crash re-delivers what
+    was acknowledged since the last fetch."""
 
     def __init__(self, consumer: Consumer, name: str, url: str):
         self.consumer = consumer
         self.name, self.url = name, url
         self.acked: dict[tuple[str, int], int] = {}
+        self.uncommitted = False
 
     def fetch(self, max_messages: int, timeout: float) -> list[base.Delivery]:
         try:
+            if self.uncommitted:
+                self.uncommitted = False
+                self.consumer.commit(offsets=self._offsets(), asynchronous=True)
             records = self.consumer.consume(max_messages, timeout)
         except KafkaException as exc:
             raise BrokerError(f"{self.name} at {self.url}: {exc.args[0].str()}") from None
@@ -284,19 +290,18 @@ class KafkaSubscription:
         return deliveries
 
     def ack(self, delivery: base.Delivery) -> None:
-        offset = TopicPartition(
-            delivery.topic, delivery.position["partition"], delivery.position["offset"] + 1
+        self.acked[(delivery.topic, delivery.position["partition"])] = (
+            delivery.position["offset"] + 1
         )
-        self.acked[(offset.topic, offset.partition)] = offset.offset
-        self.consumer.commit(offsets=[offset], asynchronous=True)
+        self.uncommitted = True
+
+    def _offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, o) for (t, p), o in self.acked.items()]
 
     def close(self) -> None:
         try:
             if self.acked:
-                self.consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in self.acked.items()],
-                    asynchronous=False,
-                )
+                self.consumer.commit(offsets=self._offsets(), asynchronous=False)
         except KafkaException:
             pass  # not committed: those events come again, which at-least-once allows
         finally:

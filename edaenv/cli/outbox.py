@@ -95,8 +95,9 @@ def relay(
 def _relay_once(config: Config, settings: Settings, options: Options) -> int:
     from edaenv.events.contracts import load_contracts, topics
     from edaenv.outbox.relay import Relay, contract_router
-    from edaenv.outbox.runtime import connect_broker
+    from edaenv.outbox.runtime import connect_broker, prefer_io_threads
 
+    prefer_io_threads()
     contracts = load_contracts(config.scaffold_dir / "events")
     broker = connect_broker(settings)
     relay = Relay(

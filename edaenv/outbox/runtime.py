@@ -4,6 +4,7 @@ edaenv.yaml + .env on the host."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,14 @@ DATABASE_OPTIONS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10000,
 }
+
+
+def prefer_io_threads() -> None:
+    """The relay and the consumer overlap database I/O on one thread with broker I/O on another.
+    Under CPython's default 5 ms switch interval, a thread whose I/O has completed can wait that
+    long for the GIL while the other one computes; 0.5 ms makes the hand-over prompt (measured:
+    relay drain +15-20%, consumer +30%, on the benchmarks in bench/)."""
+    sys.setswitchinterval(0.0005)
 
 
 @dataclass(frozen=True)

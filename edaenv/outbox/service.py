@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edaenv.errors import UsageError
 from edaenv.outbox.relay import Options, Relay, contract_router
-from edaenv.outbox.runtime import Settings, connect_broker
+from edaenv.outbox.runtime import Settings, connect_broker, prefer_io_threads
 
 
 def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
@@ -20,6 +20,7 @@ def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
     from edaenv.outbox.metrics import RelayMetrics, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    prefer_io_threads()
     contracts = load_contracts(events_dir)
     if not contracts:
         raise UsageError(

@@ -186,3 +186,37 @@ def test_sample_consumer_on_every_broker(name: str, db: str, tmp_path: Path) -> 
     assert value("dead_lettered") == (4 if redelivered else 3)
     assert len({letter.id for letter in letters}) == 3
     assert all(set(dlq.HEADERS) <= set(letter.delivery.headers) for letter in letters)
+
+
+@pytest.mark.kafka
+def test_kafka_acks_are_committed_by_the_next_fetch() -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic, group = new_topic(), f"acks-{uuid.uuid4().hex[:6]}"
+    broker = connect("kafka")
+    broker.ensure_topology([topic])
+    broker.publish([Message(topic, f"order-{i}", b"{}", {"id": f"e-{i}"}) for i in range(30)])
+    subscription = broker.subscribe(topic, group)
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    while len(got) < 30 and time.monotonic() < deadline:
+        got += subscription.fetch(30, 1.0)
+    for delivery in got:
+        subscription.ack(delivery)
+    viewer = Consumer({"bootstrap.servers": BROKERS["kafka"][1], "group.id": group})
+
+    def committed() -> int:
+        parts = [TopicPartition(topic, p) for p in range(3)]
+        return sum(max(0, tp.offset) for tp in viewer.committed(parts, timeout=10))
+
+    try:
+        assert committed() == 0  # acknowledged, not yet committed
+        subscription.fetch(1, 0.2)  # commits what was acknowledged
+        deadline = time.monotonic() + 10
+        while committed() < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert committed() == 30
+    finally:
+        viewer.close()
+        subscription.close()
+        broker.close()
