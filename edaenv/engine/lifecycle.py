@@ -168,13 +168,13 @@ def _failure(
     config: Config, engine: api.Engine, services: list[str], timeout: float, reason: str
 ) -> ServiceFailed | None:
     """What failed among the services `up` started, with their health checks and logs."""
-    from docker.errors import NotFound
-
     wanted = set(services or config.services())
     final = [s for s in snapshot(engine, config.project) if s.service in wanted]
     failing = [s for s in final if s.failed] or [s for s in final if not s.ready]
     if not failing:
         return None
+    from docker.errors import NotFound  # the Docker SDK only once something failed
+
     client = docker_client()
     lines: list[str] = []
     for state in failing:

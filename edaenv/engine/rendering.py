@@ -8,6 +8,7 @@ lets an unchanged stack skip it; a generated file edited or deleted by hand is r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -50,7 +51,9 @@ def render_if_changed(config: Config) -> bool:
 
 
 def _inputs(config: Config) -> str:
-    digest = hashlib.sha256(repr(config).encode())
+    # Not repr(config): a frozenset's order changes from one process to the next.
+    fields = {**dataclasses.asdict(config), "components": sorted(config.components)}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     sources = [
         *sorted(fragments_dir().rglob("*")),
         *sorted((config.scaffold_dir / "events").glob("*")),

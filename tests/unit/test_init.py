@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import run_edaenv
@@ -63,3 +65,32 @@ def test_init_in_a_new_directory_names_the_project_after_it(tmp_path: Path) -> N
     result = run_edaenv("init", "--defaults", "My Service.v2", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "project: my-service-v2" in (tmp_path / "My Service.v2" / "edaenv.yaml").read_text()
+
+
+def test_up_renders_again_only_when_an_input_or_output_changed(project: Path) -> None:
+    """`up` skips rendering when its stamp matches, also in another process (another hash seed,
+    so sets iterate in another order)."""
+    assert run_edaenv("init", "--defaults", cwd=project).code == 0
+    script = (
+        "from pathlib import Path\n"
+        "from edaenv.config import load_config\n"
+        "from edaenv.engine.rendering import render_if_changed\n"
+        "print(render_if_changed(load_config(Path('edaenv.yaml'))))\n"
+    )
+
+    def rendered(seed: int) -> bool:
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        out = subprocess.run(
+            [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip() == "True"
+
+    rendered(1)
+    assert [rendered(seed) for seed in (2, 3, 4)] == [False, False, False]
+    env_file = project / "eda/.env"
+    env_file.write_text(env_file.read_text() + "# edited\n")
+    assert rendered(5) and not rendered(6)
+    compose = project / "eda/compose.yaml"
+    compose.write_text(compose.read_text() + "# edited by hand\n")
+    assert rendered(7) and not rendered(8)
