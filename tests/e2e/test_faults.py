@@ -425,6 +425,26 @@ def test_broker_paused_10s_relay_and_consumer_recover_nothing_lost(stack: Any) -
 
 
 @FULL
+def test_postgres_restarted_relay_and_consumer_connect_again_nothing_lost(stack: Any) -> None:
+    import psycopg
+
+    before = insert_orders(stack.dsn, 200)
+    restarted = stack.edaenv("inject", "restart", "postgres", "--timeout", "2")
+    assert restarted.code == 0, restarted.text
+    after: list[str] = []
+    deadline = time.monotonic() + 120
+    while not after:  # until PostgreSQL takes writes again
+        try:
+            after = insert_orders(stack.dsn, 200)
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "PostgreSQL did not come back"
+            time.sleep(1)
+    ids = before + after
+    wait_processed(stack.dsn, ids, timeout=300)
+    assert_one_effect_each(stack.dsn, ids)
+
+
+@FULL
 def test_partitioned_consumer_resolves_the_broker_again_and_drains_the_backlog(stack: Any) -> None:
     cut = stack.edaenv("inject", "partition", "consumer")
     assert cut.code == 0, cut.text

@@ -307,3 +307,33 @@ def test_consumer_span_continues_the_producer_trace(sample: Any, db: str, kafka:
     assert span.context is not None and span.parent is not None
     assert f"{span.context.trace_id:032x}" == trace
     assert f"{span.parent.span_id:016x}" == message.attributes["traceparent"].split("-")[2]
+
+
+def test_consumer_reconnects_when_its_database_connection_is_killed(
+    sample: Any, db: str, kafka: str
+) -> None:
+    """The connection dies under it (as when PostgreSQL restarts): the consumer backs off,
+    connects again, re-joins its group and processes every event once."""
+    topic = new_topic()
+    events = [order(topic) for _ in range(3000)]
+    publish(kafka, events)
+    consumer = ConsumerThread(sample, db, kafka, topic, f"g-{uuid.uuid4().hex[:6]}", batch=100)
+    kills = 0
+    try:
+        consumer.wait(lambda: consumer.value("processed_total") > 0, 120)
+        with psycopg.connect(db, autocommit=True) as admin:
+            for _ in range(3):
+                done = consumer.value("processed_total")
+                killed = admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                ).fetchone()
+                kills += int(killed[0]) if killed else 0
+                consumer.wait(lambda d=done: consumer.value("processed_total") > d, 120)
+        consumer.wait(lambda: side_effects(db)[2] >= 3000, 180)
+    finally:
+        consumer.stop()
+    rows, distinct, processed = side_effects(db)
+    assert kills >= 3
+    assert rows == distinct == processed == 3000
