@@ -442,6 +442,8 @@ def test_postgres_restarted_relay_and_consumer_connect_again_nothing_lost(stack:
     ids = before + after
     wait_processed(stack.dsn, ids, timeout=300)
     assert_one_effect_each(stack.dsn, ids)
+    logs = stack.edaenv("logs", "consumer")
+    assert "connecting again" in logs.text, "the consumer did not lose its connection"
 
 
 @FULL
