@@ -38,6 +38,9 @@ class KafkaBroker:
         self.common: dict[str, Any] = {
             "bootstrap.servers": endpoint.url,
             "logger": _log,
+            # Failures surface as BrokerError; a client being destroyed after its broker went
+            # away would otherwise print librdkafka's connection errors to stderr.
+            "log_level": 0,
             "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
         }
         self.admin = AdminClient(self.common)
