@@ -267,7 +267,10 @@ class Relay:
         self._ready()
         total = 0
         inflight: deque[tuple[_Batch, Future[None]]] = deque()  # at most one when claiming
-        half = max(1, self.options.batch_size // 2)
+        # Two halves in flight at most, so never more than batch_size rows (a batch size of 1
+        # does not overlap).
+        depth = 2 if self.options.batch_size >= 2 else 1
+        half = self.options.batch_size // depth
         try:
             while not self._stop.is_set():
                 held = inflight[0][0].conn if inflight else None
@@ -276,7 +279,7 @@ class Relay:
                 if batch is None:
                     break
                 inflight.append((batch, self._publisher.submit(self._publish, batch)))
-                if len(inflight) > 1:
+                if len(inflight) == depth:
                     total += self._settle(*inflight.popleft())
             while inflight:
                 total += self._settle(*inflight.popleft())
