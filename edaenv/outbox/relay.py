@@ -116,7 +116,6 @@ class Options:
 class _Batch:
     conn: psycopg.Connection[Any]  # its transaction is open: rows and aggregates locked
     rows: list[tuple[Row, str]]  # the rows to publish, with their topics
-    ids: list[str]  # ctids of those rows
     started: float
     spans: list[Any] = field(default_factory=list)  # started when the batch is published
 
@@ -297,12 +296,7 @@ class Relay:
         batch = self._claim(self._conns[0], limit=size, scan=size)
         if batch is None:
             return 0
-        try:
-            self._publish(batch)
-        except BaseException as exc:
-            self._abort(batch, exc)
-            raise
-        return self._finish(batch)
+        return self._settle(batch, self._publisher.submit(self._publish, batch))
 
     def _ready(self) -> None:
         self._connect()
@@ -346,7 +340,7 @@ class Relay:
         if not routed:
             conn.rollback()
             return None
-        return _Batch(conn, routed, [row.ctid for row, _ in routed], started)
+        return _Batch(conn, routed, started)
 
     def _publish(self, batch: _Batch) -> None:
         messages = []
@@ -368,15 +362,15 @@ class Relay:
 
     def _finish(self, batch: _Batch) -> int:
         try:
-            batch.conn.execute(MARK, {"rows": batch.ids})
+            batch.conn.execute(MARK, {"rows": [row.ctid for row, _ in batch.rows]})
             batch.conn.commit()
         except BaseException as exc:
             self._abort(batch, exc)
             raise
         self._end_spans(batch.spans, None)
-        self.metrics.published.inc(len(batch.ids))
+        self.metrics.published.inc(len(batch.rows))
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
-        return len(batch.ids)
+        return len(batch.rows)
 
     def _abort(self, batch: _Batch, error: BaseException) -> None:
         if not batch.conn.closed:
