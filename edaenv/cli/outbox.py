@@ -93,25 +93,15 @@ def relay(
 
 
 def _relay_once(config: Config, settings: Settings, options: Options) -> int:
-    from edaenv.events.contracts import load_contracts, topics
-    from edaenv.outbox.relay import Relay, contract_router
-    from edaenv.outbox.runtime import connect_broker, prefer_io_threads
+    from edaenv.events.contracts import load_contracts
+    from edaenv.outbox.service import open_relay
 
-    prefer_io_threads()
-    contracts = load_contracts(config.scaffold_dir / "events")
-    broker = connect_broker(settings)
-    relay = Relay(
-        settings.database_url,
-        broker,
-        contract_router(contracts),
-        options=options,
-        topics=topics(contracts),
-    )
+    relay = open_relay(settings, load_contracts(config.scaffold_dir / "events"), options)
     try:
         return relay.drain()
     finally:
         relay.close()
-        broker.close()
+        relay.broker.close()
 
 
 def dlq_list(topic: TopicOption = None, json_: JsonOption = False) -> None:

@@ -7,10 +7,39 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edaenv.errors import UsageError
 from edaenv.outbox.relay import Options, Relay, contract_router
 from edaenv.outbox.runtime import Settings, connect_broker, prefer_io_threads
+
+if TYPE_CHECKING:
+    from edaenv.events.contracts import Contract
+    from edaenv.outbox.metrics import RelayMetrics
+    from edaenv.outbox.tracing import Tracer
+
+
+def open_relay(
+    settings: Settings,
+    contracts: list[Contract],
+    options: Options,
+    *,
+    metrics: RelayMetrics | None = None,
+    tracer: Tracer | None = None,
+) -> Relay:
+    """A relay publishing to the contracts' topics, its broker connected (`relay.broker`)."""
+    from edaenv.events.contracts import topics
+
+    prefer_io_threads()
+    return Relay(
+        settings.database_url,
+        connect_broker(settings),
+        contract_router(contracts),
+        options=options,
+        metrics=metrics,
+        tracer=tracer,
+        topics=topics(contracts),
+    )
 
 
 def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
@@ -20,7 +49,6 @@ def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
     from edaenv.outbox.metrics import RelayMetrics, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    prefer_io_threads()
     contracts = load_contracts(events_dir)
     if not contracts:
         raise UsageError(
@@ -30,16 +58,7 @@ def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
         )
     tracer, provider = tracing.setup(os.environ.get("OTEL_SERVICE_NAME", "relay"))
     metrics = RelayMetrics()
-    broker = connect_broker(settings)
-    relay = Relay(
-        settings.database_url,
-        broker,
-        contract_router(contracts),
-        options=options,
-        metrics=metrics,
-        tracer=tracer,
-        topics=topics(contracts),
-    )
+    relay = open_relay(settings, contracts, options, metrics=metrics, tracer=tracer)
     if settings.metrics_port is not None:
         serve(settings.metrics_port, metrics.registry, lambda: relay.healthy)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -54,7 +73,7 @@ def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
     try:
         relay.run()
     finally:
-        broker.close()
+        relay.broker.close()
         if provider is not None:
             provider.shutdown()
 
