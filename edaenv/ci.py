@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edaenv.config import BROKER_PORTS, SERVICE_PORTS, Config
+from edaenv.engine.preflight import port_free
 from edaenv.errors import EdaenvError, UsageError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def auto_port_offset(
     taken = taken or set()
     offset = start
     while max(base_ports) + offset <= 65535:
-        if all(p + offset not in taken and _free(p + offset) for p in base_ports):
+        if all(p + offset not in taken and port_free(p + offset) for p in base_ports):
             return offset
         offset += step
     raise UsageError(
@@ -86,16 +86,6 @@ def published_ports() -> set[int]:
         for bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             ports.update(int(b["HostPort"]) for b in bindings or [])
     return ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

@@ -74,7 +74,7 @@ def busy_ports(config: Config, client: DockerClient) -> list[BusyPort]:
     for service, ports in config.ports().items():
         for name, port in ports.items():
             # Without docker's userland proxy a published port binds nothing on the host.
-            if port in own or (port not in others and _free(port)):
+            if port in own or (port not in others and port_free(port)):
                 continue
             busy.append(BusyPort(service, name, port, others.get(port, "another process")))
     return busy
@@ -82,7 +82,9 @@ def busy_ports(config: Config, client: DockerClient) -> list[BusyPort]:
 
 def busy_host_ports(config: Config) -> list[int]:
     """The stack's ports that something on this host holds, whoever that is."""
-    return [port for ports in config.ports().values() for port in ports.values() if not _free(port)]
+    return [
+        port for ports in config.ports().values() for port in ports.values() if not port_free(port)
+    ]
 
 
 def check_ports(config: Config, client: DockerClient) -> None:
@@ -111,7 +113,7 @@ def free_offset(config: Config) -> int | None:
         offset = config.port_offset + 100 * step
         if max(base) + offset > 65535:
             return None
-        if all(_free(port + offset) for port in base):
+        if all(port_free(port + offset) for port in base):
             return offset
     return None
 
@@ -128,7 +130,8 @@ def stale_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> li
     return sorted(stale)
 
 
-def _free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a service may publish this port on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR: a port whose last connections linger in TIME_WAIT is free to publish.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

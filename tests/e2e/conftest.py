@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from edaenv.engine.preflight import port_free
+
 if TYPE_CHECKING:
     from docker import DockerClient
 
@@ -326,16 +328,4 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
     return True
