@@ -46,26 +46,65 @@ SELECT 'CREATE DATABASE $EDAENV_TEST_PG_DB OWNER $EDAENV_TEST_PG_USER'
 SQL
 
 # RabbitMQ: its own node name, ports and data directory, so a packaged instance does not matter.
+# The test user comes from the config (applied when the node first creates its database) and
+# readiness is the management API's aliveness test, so nothing here depends on the Erlang
+# cookie the CLI tools share with the node. Its output is kept: if it does not come up, the
+# reason is printed.
+rabbit=$state/rabbitmq
 export RABBITMQ_NODENAME=edaenvtest@localhost RABBITMQ_NODE_PORT=$EDAENV_TEST_AMQP_PORT \
-  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=$((EDAENV_TEST_AMQP_PORT - 10000)) \
-  RABBITMQ_MNESIA_BASE=$state/rabbitmq/mnesia RABBITMQ_LOG_BASE=$state/rabbitmq/log \
-  RABBITMQ_PID_FILE=$state/rabbitmq/rabbitmq.pid RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbitmq/plugins \
-  RABBITMQ_CONFIG_FILE=$state/rabbitmq/rabbitmq
-mkdir -p "$state/rabbitmq"
-chown -R rabbitmq:rabbitmq "$state/rabbitmq"
-cat >"$state/rabbitmq/rabbitmq.conf" <<CONF
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=$EDAENV_TEST_AMQP_DIST_PORT \
+  RABBITMQ_MNESIA_BASE=$rabbit/mnesia RABBITMQ_LOG_BASE=$rabbit/log \
+  RABBITMQ_PID_FILE=$rabbit/rabbitmq.pid RABBITMQ_ENABLED_PLUGINS_FILE=$rabbit/plugins \
+  RABBITMQ_CONFIG_FILE=$rabbit/rabbitmq ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+rabbit_alive() {
+  curl -fs -u "$EDAENV_TEST_AMQP_USER:$EDAENV_TEST_AMQP_PASSWORD" \
+    "http://127.0.0.1:$EDAENV_TEST_AMQP_MGMT_PORT/api/aliveness-test/%2F" >/dev/null 2>&1
+}
+rabbit_start() {  # the server in the foreground of its own session, as the rabbitmq user
+  mkdir -p "$rabbit"
+  cat >"$rabbit/rabbitmq.conf" <<CONF
 management.tcp.port = $EDAENV_TEST_AMQP_MGMT_PORT
 management.tcp.ip = 127.0.0.1
+default_user = $EDAENV_TEST_AMQP_USER
+default_pass = $EDAENV_TEST_AMQP_PASSWORD
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
 CONF
-echo "[rabbitmq_management]." >"$state/rabbitmq/plugins"
-if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-  rabbitmq-server -detached >/dev/null 2>&1
-  wait_for rabbitmq 60 rabbitmq-diagnostics -q check_port_connectivity
-fi
-if ! rabbitmqctl -q list_users 2>/dev/null | grep -q "^$EDAENV_TEST_AMQP_USER"; then
-  rabbitmqctl -q add_user "$EDAENV_TEST_AMQP_USER" "$EDAENV_TEST_AMQP_PASSWORD" >/dev/null
-  rabbitmqctl -q set_user_tags "$EDAENV_TEST_AMQP_USER" administrator >/dev/null
-  rabbitmqctl -q set_permissions -p / "$EDAENV_TEST_AMQP_USER" ".*" ".*" ".*" >/dev/null
+  echo "[rabbitmq_management]." >"$rabbit/plugins"
+  chown -R rabbitmq:rabbitmq "$rabbit"
+  # runuser applies PAM's limits (1024 open files); the suite opens more connections than that.
+  setsid runuser -u rabbitmq -- env HOME="$(cd ~rabbitmq && pwd)" bash -c \
+    'ulimit -n "$(ulimit -Hn)"; exec /usr/lib/rabbitmq/bin/rabbitmq-server' \
+    >"$rabbit/server.out" 2>&1 </dev/null &
+  echo $! >"$rabbit/server.pid"
+}
+rabbit_wait() {  # up to 120 s, less if the server exits
+  local pid; pid=$(cat "$rabbit/server.pid")
+  for _ in $(seq 240); do
+    rabbit_alive && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}
+rabbit_report() {
+  echo "start-services: rabbitmq did not come up; the end of its output:" >&2
+  tail -n 12 "$rabbit/server.out" >&2 || true
+}
+if ! rabbit_alive; then
+  rabbit_start
+  if ! rabbit_wait; then
+    rabbit_report
+    echo "start-services: starting rabbitmq once more, on a new data directory" >&2
+    pkill -s "$(cat "$rabbit/server.pid")" 2>/dev/null || true  # its session: runuser, beam
+    sleep 2
+    rm -rf "$rabbit/mnesia" "$rabbit/log"
+    rabbit_start
+    rabbit_wait || { rabbit_report; exit 1; }
+  fi
 fi
 
 # NATS with JetStream.

@@ -1,5 +1,5 @@
 """`edaenv relay --once` and `edaenv dlq list | show | replay`, as a user runs them: a repository
-made by `edaenv init`, its ports moved onto the native test services (offset 50000), edaenv's
+made by `edaenv init`, its ports moved onto the native test services (offset 3000), edaenv's
 own Kafka adapter, real PostgreSQL and Tansu."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from edaenv.outbox import dlq
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 EDAENV = str(Path(sys.executable).parent / "edaenv")
-OFFSET = 50_000  # stack defaults + 50000 = the native test services' ports (tests/services.env)
+OFFSET = 3000  # stack defaults + 3000 = the native test services' ports (tests/services.env)
 
 
 @pytest.fixture
