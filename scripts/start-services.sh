@@ -76,8 +76,10 @@ CONF
   echo "[rabbitmq_management]." >"$rabbit/plugins"
   chown -R rabbitmq:rabbitmq "$rabbit"
   # runuser applies PAM's limits (1024 open files); the suite opens more connections than that.
+  # Up to 65536: Erlang sizes its port table by the limit, and some hosts have no hard limit.
   setsid runuser -u rabbitmq -- env HOME="$(cd ~rabbitmq && pwd)" bash -c \
-    'ulimit -n "$(ulimit -Hn)"; exec /usr/lib/rabbitmq/bin/rabbitmq-server' \
+    'n=$(ulimit -Hn); { [ "$n" = unlimited ] || ((n > 65536)); } && n=65536; ulimit -n "$n"
+     exec /usr/lib/rabbitmq/bin/rabbitmq-server' \
     >"$rabbit/server.out" 2>&1 </dev/null &
   echo $! >"$rabbit/server.pid"
 }
