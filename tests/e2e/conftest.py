@@ -249,7 +249,7 @@ def make_stack(
         name: str | None = None,
     ) -> Stack:
         project = name or f"e2e-{broker}-{os.urandom(3).hex()}"
-        offset, slot = _claim_offset()
+        offset, slot = claim_offset()
         root = tmp_path_factory.mktemp(project)
         subprocess.run(["git", "init", "-q", str(root)], check=True)
         without = [f"--without={c}" for c in COMPONENTS if c not in components]
@@ -264,7 +264,7 @@ def make_stack(
             *without,
         )
         assert result.code == 0, f"edaenv init failed:\n{result.text}"
-        _use_images(stack, stack_images)
+        use_images(stack, stack_images)
         return stack
 
     yield make
@@ -272,7 +272,7 @@ def make_stack(
         stack.destroy()
 
 
-def _use_images(stack: Stack, images: dict[str, str]) -> None:
+def use_images(stack: Stack, images: dict[str, str]) -> None:
     if not images:
         return
     roles = {
@@ -291,7 +291,7 @@ def _use_images(stack: Stack, images: dict[str, str]) -> None:
     config.write_text(head + "images:\n" + "\n".join(lines) + "\n" + rest, encoding="utf-8")
 
 
-def _claim_offset() -> tuple[int, Path]:
+def claim_offset() -> tuple[int, Path]:
     """A port offset no other stack of any test process on this machine uses (a slot file
     created exclusively holds it) and whose ports are free right now."""
     from edaenv.config import BROKER_PORTS, SERVICE_PORTS

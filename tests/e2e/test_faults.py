@@ -253,10 +253,10 @@ FULL = pytest.mark.full_stack
 def full(
     tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, stack_images: dict[str, str]
 ) -> Iterator[Any]:
-    from tests.e2e.conftest import Stack, _claim_offset, _use_images
+    from tests.e2e.conftest import Stack, claim_offset, use_images
 
     project = f"e2e-faults-{uuid.uuid4().hex[:6]}"
-    offset, slot = _claim_offset()
+    offset, slot = claim_offset()
     root = tmp_path_factory.mktemp(project)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     stack = Stack(
@@ -279,7 +279,7 @@ def full(
             "--without=grafana",
         )
         assert init.code == 0, init.text
-        _use_images(stack, stack_images)
+        use_images(stack, stack_images)
         stack.up("--timeout", "300", timeout=900)
         stack.dsn = stack.env()["EDAENV_DATABASE_URL"]
         assert_flows(stack)
