@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import string
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edaenv.errors import ContractError
 from edaenv.events.contracts import Contract
+from edaenv.events.envelope import new_id
 
 Maker = Callable[[random.Random], Any]
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -112,7 +112,7 @@ def _number(schema: dict[str, Any], integer: bool) -> Maker:
 def _string(schema: dict[str, Any], contract: Contract, at: str) -> Maker:
     fmt = schema.get("format")
     if fmt == "uuid":
-        return lambda rng: str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return new_id
     if fmt == "date-time":
         return lambda rng: (EPOCH + timedelta(seconds=rng.randrange(31_536_000))).isoformat()
     if fmt == "date":

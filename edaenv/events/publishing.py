@@ -118,13 +118,10 @@ def prepare(
 def check_sizes(batch: Batch, limit: int) -> None:
     """Every event fits the broker, or none is sent."""
     for where, message in zip(batch.wheres, batch.messages, strict=True):
-        size = (
-            len(message.value)
-            + len(message.key)
-            + sum(
-                len(k) + len(v) for k, v in (*message.attributes.items(), *message.headers.items())
-            )
-        )
+        attributes, headers = message.attributes, message.headers
+        size = len(message.value) + len(message.key)
+        size += sum(map(len, attributes)) + sum(map(len, attributes.values()))
+        size += sum(map(len, headers)) + sum(map(len, headers.values()))
         if size > limit - 512:  # room for the protocol's own framing
             raise UsageError(
                 f"the event is {size} bytes with its envelope, more than the "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,12 @@ def _multiple(x: float, step: float) -> bool:
     return not x % step
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}").fullmatch
+
+
 def _is_uuid(text: str) -> bool:
+    if _CANONICAL_UUID(text):  # the usual form, without building a UUID
+        return True
     try:
         UUID(text)
     except ValueError:
