@@ -27,6 +27,7 @@ JSON = "application/json"
 CORE = ("id", "source", "type", "specversion", "time", "subject", "datacontenttype", "dataschema")
 TRACEPARENT = "traceparent"
 CORRELATION_ID = "correlationid"
+_OUTBOX_ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
 CONTENT_TYPE = "datacontenttype"
 
 
@@ -185,11 +186,12 @@ def outbox_row(message: Message, contract: Contract) -> dict[str, Any]:
 def message_from_outbox(
     topic: str, aggregate_id: str, payload: str, headers: Mapping[str, Any]
 ) -> Message:
-    """The message the relay publishes for an outbox row written by outbox_row()."""
-    attributes = {
-        k: str(v) for k, v in headers.items() if k in CORE or k in (TRACEPARENT, CORRELATION_ID)
-    }
-    other = {k: str(v) for k, v in headers.items() if k not in attributes}
+    """The message the relay publishes for an outbox row written by outbox_row(): its headers
+    split into CloudEvents attributes and other headers, values as text."""
+    attributes: dict[str, str] = {}
+    other: dict[str, str] = {}
+    for key, value in headers.items():
+        (attributes if key in _OUTBOX_ATTRIBUTES else other)[key] = str(value)
     return Message(
         topic=topic, key=aggregate_id, value=payload.encode(), attributes=attributes, headers=other
     )

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from edaenv.events.envelope import CORE, CORRELATION_ID, TRACEPARENT
+from edaenv.events.envelope import message_from_outbox
 from edaenv.outbox.metrics import RelayMetrics
 from edaenv.outbox.runtime import DATABASE_OPTIONS
 from edaenv.outbox.tracing import Tracer
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
     from edaenv.events.contracts import Contract
 
 log = logging.getLogger("edaenv.relay")
-
-_ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
 
 # First key of the two-int advisory locks: keeps the relay's locks apart from the application's.
 LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
@@ -150,11 +148,9 @@ def contract_router(contracts: Sequence[Contract]) -> Route:
 
 def to_message(row: Row, topic: str) -> Message:
     """The envelope `publish` uses, from the row's headers (CloudEvents attributes by name, as
-    envelope.outbox_row writes them; split as envelope.message_from_outbox does, in one pass);
-    attributes a hand-written row lacks are completed from its columns."""
-    from edaenv.brokers.base import Message
-
-    attributes = {
+    envelope.outbox_row writes them); attributes a hand-written row lacks, or holds as null,
+    are completed from its columns, and other null headers are dropped."""
+    headers = {
         "specversion": "1.0",
         "id": row.id,
         "type": row.event_type,
@@ -162,18 +158,10 @@ def to_message(row: Row, topic: str) -> Message:
         "subject": row.aggregate_id,
         "datacontenttype": "application/json",
     }
-    headers: dict[str, str] = {}
-    for key, value in json.loads(row.headers).items():
-        (attributes if key in _ATTRIBUTES else headers)[key] = str(value)
-    if "time" not in attributes:
-        attributes["time"] = row.created_at.isoformat()
-    return Message(
-        topic=topic,
-        key=row.aggregate_id,
-        value=row.payload.encode(),
-        attributes=attributes,
-        headers=headers,
-    )
+    headers.update((k, v) for k, v in json.loads(row.headers).items() if v is not None)
+    if "time" not in headers:
+        headers["time"] = row.created_at.isoformat()
+    return message_from_outbox(topic, row.aggregate_id, row.payload, headers)
 
 
 class Relay:

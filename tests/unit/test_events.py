@@ -205,6 +205,35 @@ def test_an_outbox_row_gives_back_the_same_message() -> None:
     assert again == message
 
 
+def test_the_relay_publishes_an_outbox_row_as_its_message() -> None:
+    from datetime import UTC, datetime
+
+    from edaenv.outbox.relay import Row, to_message
+
+    data = {"orderId": str(uuid.uuid4()), "customerId": "c", "total": 1.5}
+    message = Envelope(contract(), "shop", headers={"x-tenant": "acme"}).message(
+        data, data["orderId"]
+    )
+    written = outbox_row(message, contract())
+    created = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    row = Row(created_at=created, ctid="(0,1)", **written)
+    assert to_message(row, "orders") == message
+
+    # Written by hand: the attributes it lacks, or holds as null, come from the columns.
+    bare = Row(**{**vars(row), "headers": '{"time": null, "traceparent": null, "x-a": null}'})
+    completed = to_message(bare, "orders")
+    assert completed.attributes == {
+        "specversion": "1.0",
+        "id": written["id"],
+        "type": "OrderPlaced.v1",
+        "source": "/outbox/Order",
+        "subject": data["orderId"],
+        "datacontenttype": "application/json",
+        "time": "2026-11-27T12:00:00+00:00",
+    }
+    assert completed.headers == {} and completed.value == message.value
+
+
 def test_malformed_json_names_the_place(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as caught:
         parse_json('{"a": 1,}', "--data")
