@@ -295,7 +295,9 @@ def _outbox(config: Config, limit: int) -> dict[str, str]:
         return {}
     import psycopg
 
-    with psycopg.connect(_database_url(config), connect_timeout=5) as conn:
+    from edaenv.outbox import stuck
+
+    with psycopg.connect(_database_url(config), connect_timeout=5, client_encoding="UTF8") as conn:
         backlog, oldest = conn.execute(
             "SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM outbox "
             "WHERE published_at IS NULL"
@@ -320,9 +322,13 @@ def _outbox(config: Config, limit: int) -> dict[str, str]:
         processed = conn.execute(
             "SELECT consumer, count(*) FROM processed_events GROUP BY consumer"
         ).fetchall()
+        # Rows the relay cannot publish, with the reason (JSON pointer and rule for a payload
+        # that breaks its contract): the usual answer to "why did this event never arrive?".
+        stuck_rows = stuck.report(conn, limit)
     data = {
         "backlog": backlog,
         "oldest_unpublished_age_s": float(oldest) if oldest is not None else None,
+        "stuck": stuck_rows.to_json(),
         "processed_events": {consumer: count for consumer, count in processed},
         "oldest_unpublished": [dict(zip(columns, row, strict=True)) for row in pending],
         "latest": [dict(zip(columns, row, strict=True)) for row in recent],
@@ -421,8 +427,11 @@ def _summary(config: Config, report: BundleReport, directory: Path) -> str:
             f"- unpublished rows: {data['backlog']}",
             f"- oldest unpublished: {data['oldest_unpublished_age_s']} s",
             f"- processed events: {data['processed_events']}",
-            "",
+            f"- rows the relay cannot publish: {data['stuck']['total']}",
         ]
+        for row in data["stuck"]["rows"]:
+            lines.append(f"  - {row['id']} ({row['event_type']}): {row['reason']}: {row['detail']}")
+        lines.append("")
     faults = directory / "faults.json"
     if faults.is_file():
         active = json.loads(faults.read_text(encoding="utf-8"))["active"]

@@ -441,7 +441,7 @@ def render_config(
         "# edaenv.yaml: the single source of truth of this repository's event-driven dev stack.",
         "# Change it, then `edaenv render` (or `edaenv up`, which renders first).",
         "version: 1",
-        line(f"project: {project}", "compose project name: containers, networks, volumes"),
+        line(f"project: {_scalar(project)}", "compose project name: containers, networks, volumes"),
         line(f"broker: {broker}", "kafka | redpanda | rabbitmq | nats"),
         line("components:", "what runs beside the broker"),
     ]
@@ -454,6 +454,19 @@ def render_config(
         line("  # postgres: 5433", "a service's port before the offset"),
         line("images: {}", "service -> image, e.g. for a registry mirror:"),
         "  # postgres: mirror.example.com/library/postgres:17",
-        line(f"scaffold: {scaffold}", "the user-owned scaffold and the compose file live here"),
+        line(
+            f"scaffold: {_scalar(scaffold)}",
+            "the user-owned scaffold and the compose file live here",
+        ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _scalar(value: str) -> str:
+    """A name as a YAML scalar that reads back as the same string: `0`, `null` or `1e3` as a
+    plain scalar would be a number or nothing."""
+    import json
+
+    import yaml
+
+    return value if yaml.safe_load(value) == value else json.dumps(value)

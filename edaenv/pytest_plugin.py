@@ -4,18 +4,45 @@
         event_id = edaenv_stack.publish("OrderPlaced", {"orderId": "o-1", ...})
         edaenv_stack.wait_processed(event_id, timeout=30)
 
-`edaenv_stack` (session scope) reuses a stack that is already up and healthy, or brings one up
-and tears down what it started (with its volumes) at the end of the session. Every pytest run
-that has edaenv installed loads this module, so it imports nothing heavy until a fixture runs.
+`edaenv_stack` (session scope) gives the tests a healthy stack and leaves a stack it found as it
+found it:
+
+- A healthy stack is reused as it is.
+- A stack missing services (e.g. after `edaenv up broker postgres`), or with services stopped,
+  is completed with `up` that recreates nothing: missing containers are created, stopped ones
+  started. At the end the plugin removes exactly the containers, network and volumes it created
+  and stops again the containers it started. It never runs `down --volumes`; a volume that
+  existed before the session is never removed.
+- A stack with a service paused, restarting or unhealthy is left untouched and the fixture
+  fails, naming those services: restarting or recreating a container the developer may be
+  debugging (or has injected a fault into) would throw its state away.
+- What the plugin started is recorded in `<scaffold>/.generated/pytest-stack.json` (container
+  and network ids, volume names with the plugin's containers mounting them), changed only
+  under a file lock (`pytest-stack.lock` beside it). Every session using the stack registers
+  there as a holder; the first brings the stack up while the others wait for the lock, and the
+  last one out removes what the plugin started, once. Under pytest-xdist the controller
+  process is the holder for all its workers and lets go once they have all finished, so a
+  worker that is done early never stops the stack the others use. Holders that died are
+  dropped, and whatever a crashed session started is removed by the next session that ends
+  last.
+- `--edaenv-keep` leaves what the session started running and hands it over: the record is
+  dropped, so later sessions reuse that stack and leave it running, like any stack they find.
+- When bringing the stack up fails, what that attempt created is removed again (kept with
+  `--edaenv-keep`, for a look) and the other workers of the run fail at once with the same
+  message instead of trying again.
+
+Every pytest run that has edaenv installed loads this module, so it imports nothing heavy
+until a fixture runs.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
@@ -38,7 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--edaenv-keep",
         action="store_true",
         default=False,
-        help="Leave a stack the session started running afterwards.",
+        help="Leave what the session started running afterwards; it is then yours (later "
+        "sessions reuse it and leave it running).",
     )
     group.addoption(
         "--edaenv-timeout",
@@ -80,7 +108,8 @@ class EdaenvStack:
         from edaenv.engine.endpoints import environment
 
         self.config = config
-        self.started = started  # True when this session brought it up (and will tear it down)
+        # True when this session started something (removed by the last session out)
+        self.started = started
         self.env: dict[str, str] = environment(config)
 
     @property
@@ -107,7 +136,7 @@ class EdaenvStack:
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg
 
-        with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+        with psycopg.connect(self.database_url, connect_timeout=5, client_encoding="UTF8") as conn:
             cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description else []
 
@@ -160,35 +189,90 @@ def _config_path(config: pytest.Config) -> Path | None:
     return find_config(config.rootpath)
 
 
-def _healthy(config: Config) -> bool:
-    from edaenv.engine.status import docker_client, snapshot
+# --- pytest-xdist: the controller holds the stack for its workers ----------------------------
+# The controller passes its pid to the workers (workerinput) as the holder for them all; each
+# worker that used the stack reports its marker directory back (workeroutput), and the
+# controller lets go once every worker has finished.
 
-    states = {state.service: state for state in snapshot(docker_client(), config.project)}
-    return all(name in states and states[name].ready for name in config.services())
+HOLDER_KEY = "edaenv_holder"
+USED_KEY = "edaenv_marker_dir"
+_USED = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput[HOLDER_KEY] = os.getpid()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    used = getattr(node, "workeroutput", {}).get(USED_KEY)
+    if used:
+        node.config.stash.setdefault(_USED, set()).add(used)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    used = session.config.stash.get(_USED, set())
+    if not used:
+        return
+    from edaenv.errors import EdaenvError
+
+    for directory in sorted(used):
+        try:
+            _release(Path(directory), os.getpid(), session.config)
+        except (EdaenvError, OSError) as exc:  # the tests have run: a warning, not a crash
+            warnings.warn(pytest.PytestWarning(f"edaenv stack: {exc}"), stacklevel=1)
+
+
+def _holder(config: pytest.Config) -> tuple[int, bool]:
+    """Who holds the stack for this session, and whether the session lets go itself (False
+    in an xdist worker: its controller does, after the last worker)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and HOLDER_KEY in workerinput:
+        return int(workerinput[HOLDER_KEY]), False
+    return os.getpid(), True
+
+
+def _release(directory: Path, holder: int, config: pytest.Config) -> None:
+    from edaenv.engine.lease import release
+
+    keep = config.getoption("--edaenv-keep")
+    warning = release(directory, holder, keep=keep, timeout=config.getoption("--edaenv-timeout"))
+    if warning:
+        warnings.warn(pytest.PytestWarning(f"edaenv stack: {warning}"), stacklevel=1)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    hint = getattr(exc, "hint", None)
+    message = f"edaenv stack: {exc}" + (f"\n  hint: {hint}" if hint else "")
+    raise pytest.fail.Exception(message, pytrace=False) from None  # the message says it all
 
 
 @pytest.fixture(scope="session")
 def edaenv_stack(pytestconfig: pytest.Config) -> Iterator[EdaenvStack]:
     """The stack of this repository's edaenv.yaml, up and healthy for the whole session."""
     from edaenv.config import load_config
-    from edaenv.engine.lifecycle import down, up
+    from edaenv.engine.lease import acquire
     from edaenv.errors import EdaenvError
 
+    keep = pytestconfig.getoption("--edaenv-keep")
+    holder, lets_go = _holder(pytestconfig)
     try:
         config = load_config(_config_path(pytestconfig))
-        started = not _healthy(config)
-        if started:
-            up(config, [], wait=True, timeout=pytestconfig.getoption("--edaenv-timeout"))
-        stack = EdaenvStack(config, started)
-    except EdaenvError as exc:
-        pytest.fail(
-            f"edaenv stack: {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), pytrace=False
-        )
+        if not lets_go:
+            pytestconfig.workeroutput[USED_KEY] = str(config.generated_dir)  # type: ignore[attr-defined]
+        timeout = pytestconfig.getoption("--edaenv-timeout")
+        stack = EdaenvStack(config, acquire(config, holder, timeout=timeout, keep=keep))
+    except (EdaenvError, OSError) as exc:
+        _fail(exc)
     try:
         yield stack
     finally:
-        if started and not pytestconfig.getoption("--edaenv-keep"):
-            down(config, volumes=True)
+        if lets_go:
+            try:
+                _release(config.generated_dir, holder, pytestconfig)
+            except (EdaenvError, OSError) as exc:
+                _fail(exc)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,9 @@ attribute names whichever broker it came from.
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +24,8 @@ class Endpoint:
 
     broker: str  # kafka | redpanda | rabbitmq | nats
     url: str  # kafka: "host:port"; rabbitmq: amqp://user:pass@host:port/%2F; nats: nats://u:p@h:p
+    # The documented bound: a broker that accepts the connection and then does not answer
+    # (paused, overloaded) is reported unreachable after this long; a refused one at once.
     connect_timeout: float = 5.0
 
 
@@ -31,6 +36,25 @@ class Message:
     value: bytes
     attributes: dict[str, str] = field(default_factory=dict)  # CloudEvents attrs + extensions
     headers: dict[str, str] = field(default_factory=dict)  # other headers, sent as they are
+    # What a de-duplicating broker (NATS JetStream: Nats-Msg-Id, within the stream's duplicate
+    # window) drops repeats of; None: the CloudEvents id, so a relay that re-sends a row after a
+    # crash is de-duplicated by the broker. Injected duplicates and replays set one of their
+    # own: the repeat is then meant to reach the consumer, whose idempotency is under test.
+    dedup_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The broker's acknowledgement of one published message."""
+
+    position: dict[str, Any]  # {"partition": 1, "offset": 7}, {"stream": "ORDERS", "seq": 5}
+    latency_ms: float  # from the send to the acknowledgement
+    # The broker already held a message of this dedup_id and dropped this one: nothing new
+    # was stored or delivered (position is the held message's). Only NATS reports it.
+    duplicate: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.position, "latency_ms": self.latency_ms, "duplicate": self.duplicate}
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,24 @@ def unreachable(broker: str, address: str) -> BrokerError:
     )
 
 
+def probe(broker: str, address: str, hosts: Sequence[tuple[str, int]], timeout: float) -> float:
+    """Fail at once when no host accepts a TCP connection (librdkafka and nats-py retry a
+    refused connection until their own timeout); returns what is left of `timeout` for the
+    client's handshake. A broker that accepts and then stays silent (paused, overloaded) is
+    left to that handshake's timeout."""
+    deadline = time.monotonic() + timeout
+    for host, port in hosts:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            socket.create_connection((host, port), timeout=left).close()
+        except OSError:
+            continue
+        return max(0.1, deadline - time.monotonic())
+    raise unreachable(broker, address)
+
+
 def dead_letter(delivery: Delivery, topic: str, headers: dict[str, str]) -> Message:
     """A delivery re-addressed to a dead-letter topic, with the failure's headers added."""
     return Message(
@@ -60,6 +102,15 @@ def dead_letter(delivery: Delivery, topic: str, headers: dict[str, str]) -> Mess
         attributes=dict(delivery.attributes),
         headers={**delivery.headers, **headers},
     )
+
+
+# The header of a Kafka dead-letter topic's marker record: the position_text of the letter it
+# resolves (replayed or purged). Markers carry no CloudEvents attributes.
+RESOLVED = "edaenv-dlq-resolved"
+
+
+def position_text(position: dict[str, Any]) -> str:
+    return json.dumps(position, sort_keys=True, default=str)
 
 
 class Subscription(Protocol):
@@ -79,11 +130,11 @@ class Broker(Protocol):
     def ensure_topology(self, topics: Sequence[str]) -> None:
         """Create topics/streams/exchanges and their dead-letter counterparts; idempotent."""
 
-    def publish(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    def publish(self, messages: Sequence[Message]) -> list[Ack]:
         """Send a batch and wait for the broker's acknowledgement of every message, in order per
-        key. Returns each message's position (e.g. {"partition": 1, "offset": 7}) plus
-        "latency_ms", the time from its send to its acknowledgement. Raises BrokerError if any
-        was not acknowledged; a message too large or a topic missing fails before any is sent."""
+        key. Returns each message's Ack, in the order sent; one with `duplicate` set was dropped
+        by the broker, not stored. Raises BrokerError if any was not acknowledged; a message too
+        large or a topic missing fails before any is sent."""
         ...
 
     def tail(
@@ -98,10 +149,14 @@ class Broker(Protocol):
 
     def subscribe(self, topic: str, group: str) -> Subscription: ...
 
-    def publish_dead_letter(
-        self, topic: str, delivery: Delivery, headers: dict[str, str]
-    ) -> dict[str, Any]:
+    def publish_dead_letter(self, topic: str, delivery: Delivery, headers: dict[str, str]) -> Ack:
         """Send a delivery to the topic's dead-letter counterpart with extra headers."""
+        ...
+
+    def remove_dead_letters(self, letters: Sequence[Delivery]) -> list[Delivery]:
+        """Take dead letters, as `tail` read them from a dead-letter name, off it for good;
+        returns those removed (one already gone is not). Kafka cannot delete a record: there a
+        RESOLVED marker record names each one, and readers of the dead letters skip both."""
         ...
 
     def close(self) -> None: ...

@@ -43,17 +43,18 @@ class KafkaBroker:
             "log_level": 0,
             "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
         }
+        left = base.probe(self.name, self.url, _hosts(endpoint.url), self.timeout)
         self.admin = AdminClient(self.common)
-        self.known = self._topics()
+        self.known = self._topics(left)
         self._producer: Producer | None = None
 
     # --- topology ------------------------------------------------------------------------------
 
-    def _topics(self) -> set[str]:
+    def _topics(self, timeout: float | None = None) -> set[str]:
         # All topics, never one by name: a metadata request for one name auto-creates it on
         # brokers that allow that (Tansu does), which would hide a missing topic.
         try:
-            return set(self.admin.list_topics(timeout=self.timeout).topics)
+            return set(self.admin.list_topics(timeout=timeout or self.timeout).topics)
         except KafkaException:
             raise self._unreachable() from None
 
@@ -112,10 +113,10 @@ class KafkaBroker:
                 raise self._unreachable() from None
         return self._producer
 
-    def publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+    def publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
         self._check(messages)
         count = len(messages)
-        positions: list[dict[str, Any]] = [{}] * count
+        acks: list[base.Ack | None] = [None] * count
         sent = [0.0] * count
         failures: list[KafkaError] = []
         clock = time.perf_counter
@@ -124,11 +125,12 @@ class KafkaBroker:
             if err is not None:
                 failures.append(err)
             else:
-                positions[index] = {
-                    "partition": record.partition(),
-                    "offset": record.offset(),
-                    "latency_ms": (clock() - sent[index]) * 1000,
-                }
+                # No broker-side de-duplication across producers: every ack is a stored record
+                # (the idempotent producer only drops its own retries of one send).
+                acks[index] = base.Ack(
+                    position={"partition": record.partition(), "offset": record.offset()},
+                    latency_ms=(clock() - sent[index]) * 1000,
+                )
 
         producer = self.producer()
         produce, poll = producer.produce, producer.poll
@@ -167,7 +169,7 @@ class KafkaBroker:
                 f"at {self.url} within {SEND_TIMEOUT + 5:g}s",
                 hint="is the broker healthy? `edaenv status`",
             )
-        return positions
+        return [ack for ack in acks if ack is not None]
 
     def _check(self, messages: Sequence[base.Message]) -> None:
         limit = self.max_message_bytes
@@ -254,8 +256,24 @@ class KafkaBroker:
 
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> base.Ack:
         return self.publish([base.dead_letter(delivery, topology.dlq_topic(topic), headers)])[0]
+
+    def remove_dead_letters(self, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
+        """A log cannot lose one record: append a marker naming each letter's position, in the
+        letter's partition (same key), which readers of the dead letters skip with it."""
+        markers = [
+            base.Message(
+                topic=letter.topic,
+                key=letter.key,
+                value=b"",
+                headers={base.RESOLVED: base.position_text(letter.position)},
+            )
+            for letter in letters
+        ]
+        if markers:
+            self.publish(markers)  # all acknowledged, or BrokerError
+        return list(letters)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -324,6 +342,22 @@ def _delivery(record: Message) -> base.Delivery:
         headers=headers,
         position={"partition": record.partition(), "offset": record.offset()},
     )
+
+
+def dead_letter_source(topic: str) -> str:
+    """What `tail` reads a topic's dead letters from: its dead-letter topic."""
+    return topology.dlq_topic(topic)
+
+
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    hosts = []
+    for server in bootstrap.split(","):
+        address = server.strip().rpartition("://")[2]
+        host, colon, port = address.rpartition(":")
+        if not colon or not port.isdigit():
+            host, port = address, "9092"
+        hosts.append((host.strip("[]") or "localhost", int(port)))
+    return hosts
 
 
 def _known_hint(known: set[str]) -> str:

@@ -31,6 +31,7 @@ ACK_TIMEOUT = 15.0
 WINDOW = 1000  # PubAcks in flight
 FETCH = 500
 MSG_ID = "Nats-Msg-Id"
+MSG_DELETE_FAILED = 10057  # JetStream's error code for a message that is not (or no longer) there
 
 
 class NatsBroker:
@@ -40,6 +41,9 @@ class NatsBroker:
         parts = urlsplit(endpoint.url)
         self.url = f"{parts.hostname}:{parts.port or 4222}"
         self.timeout = endpoint.connect_timeout
+        left = base.probe(
+            "nats", self.url, [(parts.hostname or "localhost", parts.port or 4222)], self.timeout
+        )
         self.loop = asyncio.new_event_loop()
         self.streams: set[str] = set()
         self.errors: list[Exception] = []
@@ -52,13 +56,13 @@ class NatsBroker:
             self.nc = self._run(
                 nats.connect(
                     _without_empty_credentials(endpoint.url),
-                    connect_timeout=self.timeout,
+                    connect_timeout=left,
                     allow_reconnect=False,
                     max_reconnect_attempts=0,
                     error_cb=note,
                     pending_size=8 * 1024 * 1024,
                 ),
-                timeout=self.timeout,
+                timeout=left,
             )
         except (TimeoutError, OSError, nats.errors.Error):
             self._shutdown()
@@ -143,13 +147,13 @@ class NatsBroker:
 
     # --- publish ---------------------------------------------------------------------------------
 
-    def publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+    def publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
         self._check(messages)
         return self._call(self._publish(messages), "publish")
 
-    async def _publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+    async def _publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
         count = len(messages)
-        positions: list[dict[str, Any]] = [{}] * count
+        acks: list[base.Ack | None] = [None] * count
         failures: list[BaseException] = []
         clock = time.perf_counter
         pending = []
@@ -163,18 +167,18 @@ class NatsBroker:
                 failures.append(error)
                 return
             ack = future.result()
-            positions[index] = {
-                "stream": ack.stream,
-                "seq": ack.seq,
-                "duplicate": bool(ack.duplicate),
-                "latency_ms": (clock() - sent) * 1000,
-            }
+            acks[index] = base.Ack(
+                position={"stream": ack.stream, "seq": ack.seq},
+                latency_ms=(clock() - sent) * 1000,
+                duplicate=bool(ack.duplicate),
+            )
 
         publish = self.js.publish_async
         for index, message in enumerate(messages):
             headers = NATS.headers(message.attributes, message.headers)
-            if "id" in message.attributes:
-                headers[MSG_ID] = message.attributes["id"]
+            dedup_id = message.dedup_id or message.attributes.get("id")
+            if dedup_id:
+                headers[MSG_ID] = dedup_id
             sent = clock()
             future = await publish(
                 topology.nats_subject(message.topic, message.key), message.value, headers=headers
@@ -191,7 +195,7 @@ class NatsBroker:
                 f"{len(failures) + unacked} of {count} message(s) not acknowledged "
                 f"by nats at {self.url}: {error or 'no PubAck in time'}"
             )
-        return positions
+        return [ack for ack in acks if ack is not None]
 
     def _check(self, messages: Sequence[base.Message]) -> None:
         limit = self.max_message_bytes
@@ -282,8 +286,10 @@ class NatsBroker:
 
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> base.Ack:
+        # No Nats-Msg-Id: every failure is a letter of its own.
         all_headers = NATS.headers(delivery.attributes, {**delivery.headers, **headers})
+        sent = time.perf_counter()
         ack = self._call(
             self.js.publish(
                 topology.nats_dlq_subject(topic, _token(delivery.key)),
@@ -293,7 +299,26 @@ class NatsBroker:
             ),
             "publish the dead letter",
         )
-        return {"stream": ack.stream, "seq": ack.seq}
+        return base.Ack(
+            position={"stream": ack.stream, "seq": ack.seq},
+            latency_ms=(time.perf_counter() - sent) * 1000,
+        )
+
+    def remove_dead_letters(self, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
+        async def delete() -> list[base.Delivery]:
+            removed = []
+            for letter in letters:
+                position = letter.position
+                try:
+                    if await self.js.delete_msg(position["stream"], position["seq"]):
+                        removed.append(letter)
+                except nats.js.errors.APIError as exc:
+                    if exc.err_code != MSG_DELETE_FAILED:
+                        raise
+                    # Gone already: removed meanwhile, by another purge or replay.
+            return removed
+
+        return self._call(delete(), "delete the dead letters")
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -365,6 +390,11 @@ def _delivery(msg: Msg, prefix: str) -> base.Delivery:
         headers=other,
         position={"stream": meta.stream, "seq": meta.sequence.stream},
     )
+
+
+def dead_letter_source(topic: str) -> str:
+    """What `tail` reads a topic's dead letters from: the subjects of its DLQ stream."""
+    return topology.nats_dlq_subject(topic)
 
 
 def _token(key: str) -> str:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from edaenv.brokers import base
 from edaenv.errors import BrokerError
@@ -26,6 +27,7 @@ WINDOW = 1000  # unconfirmed messages in flight
 TAIL_QUIET = 0.5  # not following: the longest wait for a stream's news
 CHUNK_BURST = 0.05  # a stream's last chunk arrives within this after its first message
 PREFETCH = 500
+TAKE_IDLE = 2.0  # removing dead letters: the longest wait for the queue's next message
 
 
 class RabbitBroker:
@@ -49,7 +51,9 @@ class RabbitBroker:
                 hint="RABBITMQ_USER / RABBITMQ_PASSWORD in the scaffold's .env "
                 "must be the broker's (or EDAENV_BROKER_URL's)",
             ) from None
-        except pika.exceptions.AMQPError:
+        except (pika.exceptions.AMQPError, AMQPConnectorException):
+            # AMQPConnectorStackTimeout: the socket opened, the handshake got no answer (a
+            # paused or overloaded broker).
             raise self._unreachable() from None
         self.exchanges: set[str] = set()
         self._confirming: BlockingChannel | None = None
@@ -149,7 +153,7 @@ class RabbitBroker:
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         self._returned.append(f"{method.exchange}/{method.routing_key}")
 
-    def publish(self, messages: Sequence[base.Message]) -> list[dict[str, Any]]:
+    def publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
         self._check(messages)
         try:
             channel = self._channel()
@@ -194,15 +198,15 @@ class RabbitBroker:
                 hint="`edaenv up` or `edaenv publish` declares the queues of your "
                 "contracts' topics",
             )
-        positions: list[dict[str, Any]] = [{}] * len(messages)
-        for index, latency in self._acked:
-            message = messages[index]
-            positions[index] = {
-                "exchange": message.topic,
-                "routing_key": message.key,
-                "latency_ms": latency,
-            }
-        return positions
+        # RabbitMQ keeps no message id: every confirmed message is stored and delivered.
+        latencies = dict(self._acked)
+        return [
+            base.Ack(
+                position={"exchange": message.topic, "routing_key": message.key},
+                latency_ms=latencies.get(index, 0.0),
+            )
+            for index, message in enumerate(messages)
+        ]
 
     def _check(self, messages: Sequence[base.Message]) -> None:
         for message in messages:
@@ -352,8 +356,60 @@ class RabbitBroker:
 
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> base.Ack:
         return self.publish([base.dead_letter(delivery, topology.rabbit_dlx(topic), headers)])[0]
+
+    def remove_dead_letters(self, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
+        """A queue removes a message only when a consumer acknowledges it: take each queue's
+        messages, acknowledge those that are the letters given (same key, body, attributes and
+        headers; a queue keeps no other identity), and close the channel, which puts the others
+        back in their place."""
+        removed: list[base.Delivery] = []
+        by_queue: dict[str, list[base.Delivery]] = {}
+        for letter in letters:
+            by_queue.setdefault(letter.position["queue"], []).append(letter)
+        try:
+            for queue, chosen in by_queue.items():
+                removed += self._take(queue, chosen)
+        except pika.exceptions.AMQPError as exc:
+            raise self._broken(exc) from None
+        return removed
+
+    def _take(self, queue: str, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
+        wanted: dict[tuple[Any, ...], list[base.Delivery]] = {}
+        for letter in letters:
+            wanted.setdefault(_identity(letter), []).append(letter)
+        removed: list[base.Delivery] = []
+        if not self._exists("queue", queue):
+            return removed
+        channel = self.connection.channel()
+        count = channel.queue_declare(queue, passive=True).method.message_count
+        channel.close()
+        if not count:
+            return removed
+        channel, buffer = self._consume(queue, min(count, 65535))  # prefetch is 16 bits
+        seen = 0
+        try:
+            last = time.monotonic()
+            while (
+                seen < count and len(removed) < len(letters) and time.monotonic() - last < TAKE_IDLE
+            ):
+                self.connection.process_data_events(time_limit=0.05)
+                while buffer:
+                    method, props, body = buffer.popleft()
+                    seen, last = seen + 1, time.monotonic()
+                    headers = dict(props.headers or {})
+                    letter = _delivery(queue, method, props, body, headers, {})
+                    match = wanted.get(_identity(letter))
+                    if match:
+                        channel.basic_ack(method.delivery_tag)
+                        removed.append(match.pop())
+            # The acks must reach the broker before the close returns the others.
+            self.connection.process_data_events(time_limit=0)
+        finally:
+            if channel.is_open:
+                channel.close()
+        return removed
 
     def close(self) -> None:
         if self.connection.is_open:
@@ -400,6 +456,20 @@ class RabbitSubscription:
     def close(self) -> None:
         if self.channel.is_open:
             self.channel.close()
+
+
+def dead_letter_source(topic: str) -> str:
+    """What `tail` reads a topic's dead letters from: its dead-letter queue."""
+    return topology.rabbit_dlq(topic)
+
+
+def _identity(letter: base.Delivery) -> tuple[Any, ...]:
+    return (
+        letter.key,
+        letter.value,
+        tuple(sorted(letter.attributes.items())),
+        tuple(sorted((k, str(v)) for k, v in letter.headers.items())),
+    )
 
 
 def _stop_stream_reader(channel: BlockingChannel) -> None:

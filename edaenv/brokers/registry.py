@@ -42,6 +42,17 @@ def database_url(config: Config) -> str:
     return environment(config)["EDAENV_DATABASE_URL"]
 
 
+def dead_letter_source(broker: str, topic: str) -> str:
+    """What `Broker.tail` reads a topic's dead letters from: each adapter names its own."""
+    import importlib
+
+    module = ADAPTERS.get(broker)
+    if module is None:
+        raise UsageError(f"unknown broker '{broker}'", hint=f"use one of: {', '.join(ADAPTERS)}")
+    source: str = importlib.import_module(f"edaenv.brokers.{module}").dead_letter_source(topic)
+    return source
+
+
 def connect(endpoint: Endpoint) -> Broker:
     """A connected adapter; BrokerError naming the endpoint when it cannot be reached within
     endpoint.connect_timeout."""

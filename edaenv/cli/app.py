@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from edaenv import __version__
@@ -17,7 +18,10 @@ app = typer.Typer(
     help="Local and CI stacks for event-driven architecture: a broker, Postgres with a "
     "transactional outbox, tracing and metrics, from one edaenv.yaml.",
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` / `--show-completion`; costs nothing until a shell asks.
+    add_completion=True,
+    # click 8.4+ says "Did you mean" itself: typer's own suggestion would say it twice.
+    suggest_commands=not hasattr(click.exceptions, "NoSuchCommand"),
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: rich help costs ~90 ms of start-up
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -42,6 +46,12 @@ def root(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only errors and machine output (JSON, `env`, events)."
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -49,8 +59,11 @@ def root(
         ),
     ] = False,
 ) -> None:
+    from edaenv import console  # light: rich is imported only when something is printed
+
     common.state.config_path = config
     common.state.debug = debug
+    console.quiet = quiet
 
 
 for group in (stack, lifecycle, events, outbox, faults):

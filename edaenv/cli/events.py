@@ -80,7 +80,7 @@ def publish(
     )
     message = batch.messages[0]
     if via_outbox:
-        with publishing.commit_span(config, message):
+        with publishing.commit_span(config, message, header or []):
             publishing.write_outbox(config, batch)
         position: dict[str, Any] = {"outbox": True}
     else:
@@ -189,7 +189,7 @@ def seed(
         "via": "outbox" if via_outbox else config.broker,
         **summary.as_dict(),
     }
-    if json_ or not console.out.is_terminal:
+    if json_ or not console.stdout_is_terminal():
         console.emit_json(report)
     else:
         latency = report["ack_latency_ms"]
@@ -256,7 +256,7 @@ def tail(
         )
     config = common.config()
     name = topic or publishing.default_topic(config)
-    as_json = json_ or not console.out.is_terminal
+    as_json = json_ or not console.stdout_is_terminal()
     broker = publishing.open_broker(config)
     shown = 0
     # Following, each line goes out at once; otherwise lines are written in blocks.
@@ -340,9 +340,13 @@ def _read_data(stdin: str | None, data: str | None, file: Path | None) -> tuple[
 def _where(topic: str, position: dict[str, Any]) -> str:
     if position.get("outbox"):
         return "-> outbox (the relay publishes it)"
-    shown = " ".join(f"{k}={v}" for k, v in position.items() if k != "latency_ms")
+    shown = " ".join(
+        f"{k}={v}" for k, v in position.items() if k not in ("latency_ms", "duplicate")
+    )
     latency = position.get("latency_ms")
     acked = f" (acked in {latency:.1f} ms)" if latency is not None else ""
+    if position.get("duplicate"):
+        return f"-> {topic}: dropped by the broker as a duplicate of {shown}, not stored again"
     return f"-> {topic} {shown}{acked}"
 
 
@@ -364,17 +368,8 @@ def _show(item: dict[str, Any]) -> None:
         f"{item['topic']} {position}  {attributes.get('type', '(no type)')}  "
         f"key={item['key']}  id={attributes.get('id', '-')}  {attributes.get('time', '')}"
     )
-    console.out.print(head, style="bold cyan", markup=False, highlight=False)
+    console.heading(head)
     extra = {k: v for k, v in attributes.items() if k not in ("type", "id", "time")}
-    console.out.print(
-        "  " + " ".join(f"{k}={v}" for k, v in extra.items()),
-        style="dim",
-        markup=False,
-        highlight=False,
-    )
+    console.detail("  " + " ".join(f"{k}={v}" for k, v in extra.items()))
     data = item["data"]
-    console.out.print(
-        "  " + (json.dumps(data) if not isinstance(data, str) else data),
-        markup=False,
-        highlight=False,
-    )
+    console.line("  " + (json.dumps(data) if not isinstance(data, str) else data))

@@ -180,7 +180,10 @@ def duplicate(
     topic: Annotated[str | None, typer.Option(help="Topic to search (default: all).")] = None,
     json: Json = False,
 ) -> None:
-    """Re-deliver an already published event N more times, byte for byte, same id."""
+    """Re-deliver an already published event N more times, byte for byte, same CloudEvents id.
+    The broker's own de-duplication (NATS Nats-Msg-Id) is bypassed, so the copies reach the
+    consumer and its idempotency is what gets tested; the report counts what the broker
+    stored, and names any copy it dropped as a duplicate."""
     from edaenv.faults import messages
 
     _report(messages.duplicate(common.config(), event_id, times=times, topic=topic), json)
@@ -393,4 +396,4 @@ def _report(fault: dict[str, Any], json: bool) -> None:
     note = f" ({fault['summary']})" if fault.get("summary") else ""
     console.success(f"{what}{note}: fault {fault['id']}{until}")
     if active and not fault.get("until"):
-        console.info(f"undo: [bold]edaenv inject heal {fault['id']}[/] (or --all)")
+        console.next_step((f"edaenv inject heal {fault['id']}", "(or --all)"), label="undo")

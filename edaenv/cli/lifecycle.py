@@ -20,15 +20,7 @@ if TYPE_CHECKING:
     from edaenv.config import Config
     from edaenv.console import Update
     from edaenv.engine.status import ServiceState
-
-
-COLOURS = {
-    "healthy": "green",
-    "unhealthy": "red",
-    "exited": "red",
-    "dead": "red",
-    "starting": "yellow",
-}
+    from edaenv.outbox.stuck import Report
 
 
 def register(app: typer.Typer) -> None:
@@ -121,7 +113,8 @@ def status(
     present = {state.service for state in states}
     missing = [name for name in config.services() if name not in present]
     unhealthy = [state.service for state in states if not state.ready]
-    healthy = not missing and not unhealthy
+    stuck = _stuck_rows(config, states)
+    healthy = not missing and not unhealthy and not stuck.total
     if json_:
         console.emit_json(
             {
@@ -129,23 +122,58 @@ def status(
                 "healthy": healthy,
                 "missing": missing,
                 "services": [state.to_json() for state in states],
+                "stuck_outbox_rows": stuck.to_json(),
             }
         )
     else:
-        rows = [(s.service, s.shown(), _ports(s), _duration(s.uptime_s)) for s in states]
+        rows = [
+            (s.service, _shown(s, stuck.total), _ports(s), _duration(s.uptime_s)) for s in states
+        ]
         rows += [(name, "not created", "", "") for name in missing]
         console.table(
             f"stack '{config.project}'",
             ("service", "state", "ports (127.0.0.1 -> container)", "uptime"),
             rows,
         )
-        if not healthy:
+        if missing or unhealthy:
             console.info(
                 f"not healthy: {', '.join(missing + unhealthy)}; `edaenv up` starts "
                 "the stack, `edaenv logs SERVICE` shows why a service fails"
             )
+        _show_stuck(stuck)
     if not healthy:
         raise typer.Exit(1)
+
+
+def _stuck_rows(config: Config, states: list[ServiceState]) -> Report:
+    """Outbox rows the relay cannot publish (they and their aggregates' later rows wait)."""
+    from edaenv.outbox.stuck import Report, read_stack
+
+    if not any(s.service == "postgres" and s.ready for s in states):
+        return Report(0, [])
+    return read_stack(config, limit=20) or Report(0, [])
+
+
+def _shown(state: ServiceState, stuck: int) -> str:
+    return "degraded" if state.service == "relay" and stuck and state.ready else state.shown()
+
+
+def _show_stuck(stuck: Report) -> None:
+    from edaenv import console
+
+    if not stuck.total:
+        return
+    console.warn(
+        f"relay degraded: {stuck.total} outbox row(s) cannot be published; each holds back "
+        "the later rows of its aggregate, other aggregates flow",
+        "correct the rows (the relay checks them again within seconds), or the contracts; "
+        "`edaenv bundle` keeps the list",
+    )
+    for row in stuck.rows:
+        console.info(f"  {row.shown()}")
+        console.info(f"    hint: {row.hint}")
+    if stuck.total > len(stuck.rows):
+        console.info(f"  ... and {stuck.total - len(stuck.rows)} more")
 
 
 def logs(
@@ -217,8 +245,7 @@ class _Progress:
             else:
                 self.ready_at.pop(state.service, None)
             at = self.ready_at.get(state.service, elapsed)
-            colour = COLOURS.get(state.health or state.state, "")
-            shown = f"[{colour}]{state.shown()}[/]" if colour else state.shown()
+            shown = console.state(state.shown(), state.health or state.state)
             rows.append((state.service, shown, f"{at:.1f}s"))
             if self.live is None and self.shown.get(state.service) != state.shown():
                 console.info(f"  {state.service:<12} {state.shown():<12} {elapsed:5.1f}s")

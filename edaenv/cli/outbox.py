@@ -1,4 +1,5 @@
-"""`edaenv relay` and `edaenv dlq list | show | replay`: the outbox relay and dead letters."""
+"""`edaenv relay` and `edaenv dlq list | show | replay | purge`: the outbox relay and dead
+letters."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ if TYPE_CHECKING:
     from edaenv.outbox.dlq import DeadLetter
     from edaenv.outbox.relay import Options
     from edaenv.outbox.runtime import Settings
+    from edaenv.outbox.stuck import Report
 
-dlq_app = typer.Typer(name="dlq", help="Inspect and re-publish dead letters.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    name="dlq", help="Inspect, re-publish and remove dead letters.", no_args_is_help=True
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 TopicOption = Annotated[
@@ -34,6 +38,7 @@ def register(app: typer.Typer) -> None:
     dlq_app.command("list")(dlq_list)
     dlq_app.command("show")(dlq_show)
     dlq_app.command("replay")(dlq_replay)
+    dlq_app.command("purge")(dlq_purge)
     app.add_typer(dlq_app)
 
 
@@ -50,13 +55,18 @@ def relay(
     ] = None,
     once: Annotated[
         bool,
-        typer.Option("--once", help="Publish what is pending, then exit (for scripts and CI)."),
+        typer.Option(
+            "--once",
+            help="Publish what is pending, then exit (for scripts and CI); exit 1 when rows "
+            "cannot be published.",
+        ),
     ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Publish committed outbox rows to the broker, at least once and in order per aggregate,
-    from this host (the stack's `relay` service does the same in a container). Stops cleanly on
-    SIGTERM or Ctrl-C."""
+    from this host (the stack's `relay` service does the same in a container). Rows it cannot
+    publish (no contract for their type, a payload breaking its contract, too large) are
+    reported, and hold back only their own aggregate. Stops cleanly on SIGTERM or Ctrl-C."""
     from edaenv import console
     from edaenv.outbox.relay import Options
     from edaenv.outbox.runtime import from_config
@@ -78,11 +88,22 @@ def relay(
     settings = from_config(config)
     events_dir = config.scaffold_dir / "events"
     if once:
-        published = _relay_once(config, settings, options)
+        published, stuck = _relay_once(config, settings, options)
         if json_:
-            console.emit_json({"published": published})
+            console.emit_json({"published": published, "stuck": stuck.to_json()})
         else:
             console.success(f"published {published} outbox row(s)")
+            if stuck.total:
+                console.warn(
+                    f"{stuck.total} outbox row(s) cannot be published; each holds back the "
+                    "later rows of its aggregate",
+                    "correct the rows (or the contracts), then run the relay again",
+                )
+                for row in stuck.rows:
+                    console.info(f"  {row.shown()}")
+                    console.info(f"    hint: {row.hint}")
+        if stuck.total:
+            raise typer.Exit(1)
         return
     from dataclasses import replace
 
@@ -92,13 +113,14 @@ def relay(
     run_relay(replace(settings, metrics_port=metrics_port), events_dir, options)
 
 
-def _relay_once(config: Config, settings: Settings, options: Options) -> int:
+def _relay_once(config: Config, settings: Settings, options: Options) -> tuple[int, Report]:
     from edaenv.events.contracts import load_contracts
     from edaenv.outbox.service import open_relay
 
     relay = open_relay(settings, load_contracts(config.scaffold_dir / "events"), options)
     try:
-        return relay.drain()
+        published = relay.drain()
+        return published, relay.stuck_report(limit=20)
     finally:
         relay.close()
         relay.broker.close()
@@ -176,10 +198,12 @@ def dlq_replay(
     topic: TopicOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Re-publish dead letters to their original topic (acknowledged by the broker). The
-    consumer's idempotency makes a replay of an event it already handled a no-op."""
+    """Re-publish dead letters to their original topic, once per event, and remove them when
+    the broker has acknowledged the re-send: a replay that fails again leaves one new letter.
+    The event keeps its id, so the consumer's idempotency makes a replay of an event it
+    already handled a no-op."""
     from edaenv import console
-    from edaenv.outbox.dlq import find, replay
+    from edaenv.outbox.dlq import chosen, replay
 
     if (event_id is None) == (not all_):
         raise UsageError(
@@ -191,20 +215,94 @@ def dlq_replay(
     broker = _broker(config)
     try:
         letters = _read(topic, config, broker)
-        chosen = letters if all_ else [find(letters, event_id or "")]
-        count = replay(broker, chosen)
+        done = replay(broker, letters if all_ else chosen(letters, [event_id or ""]))
     finally:
         broker.close()
     if json_:
-        console.emit_json({"replayed": [letter.id for letter in chosen], "count": count})
-    else:
-        console.success(f"re-published {count} event(s)")
+        console.emit_json(
+            {
+                "replayed": done.replayed,
+                "count": len(done.replayed),
+                "dropped_as_duplicate": done.dropped,
+                "removed": done.removed,
+            }
+        )
+        return
+    if not letters:
+        console.success("no dead letters: nothing to replay")
+        return
+    console.success(
+        f"re-published {len(done.replayed)} event(s); removed {done.removed} dead letter(s)"
+    )
+    if done.dropped:
+        console.warn(
+            f"{len(done.dropped)} event(s) not sent again: {config.broker} dropped them as "
+            f"duplicates of their earlier replay, which it holds: {', '.join(done.dropped)}"
+        )
+
+
+def dlq_purge(
+    event_ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id", help="Event id (or a unique prefix) to remove; repeatable.", metavar="ID"
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Remove every dead letter.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask on a terminal.")] = False,
+    topic: TopicOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Remove dead letters for good, without re-publishing them (every letter of each event
+    named). Asks first on a terminal, unless --yes."""
+    from edaenv import console
+    from edaenv.outbox.dlq import chosen, purge
+
+    if bool(event_ids) == all_:
+        raise UsageError(
+            "give either --id ID (repeatable) or --all",
+            where="edaenv dlq purge",
+            hint="`edaenv dlq list` shows the ids; --all removes every dead letter",
+        )
+    config = common.config()
+    broker = _broker(config)
+    try:
+        letters = _read(topic, config, broker)
+        doomed = letters if all_ else chosen(letters, event_ids or [])
+        if doomed and not yes and console.is_interactive():
+            answer = console.ask(
+                f"Remove {len(doomed)} dead letter(s) for good",
+                _yes_or_no,
+                default="n",
+                choices=("y", "n"),
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                console.info("nothing removed")
+                return
+        removed = purge(broker, doomed)
+    finally:
+        broker.close()
+    if json_:
+        console.emit_json({"purged": [letter.id for letter in removed], "count": len(removed)})
+        return
+    if not doomed:
+        console.success("no dead letters: nothing to purge")
+        return
+    console.success(f"purged {len(removed)} dead letter(s)")
+    if len(removed) < len(doomed):
+        console.warn(f"{len(doomed) - len(removed)} were gone already (removed meanwhile)")
+
+
+def _yes_or_no(answer: str) -> None:
+    if answer.strip().lower() not in ("y", "yes", "n", "no"):
+        raise UsageError("answer y or n")
 
 
 def _broker(config: Config) -> Broker:
-    from edaenv.outbox.runtime import connect_broker, from_config
+    """The stack's broker on the host. Dead letters need no database: postgres may be off."""
+    from edaenv.brokers.registry import connect, host_endpoint
 
-    return connect_broker(from_config(config))
+    return connect(host_endpoint(config))
 
 
 def _read(

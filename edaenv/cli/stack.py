@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from edaenv.cli import common
-from edaenv.config import BROKERS, COMPONENTS, REQUIRES, check_project_name, safe_project_name
+from edaenv.config import BROKERS, COMPONENTS, REQUIRES
 from edaenv.errors import UsageError
+from edaenv.names import check_owner, check_project, check_topic, safe_project_name, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -61,41 +62,76 @@ def init(
     """Scaffold edaenv in a repository: edaenv.yaml, .env with fresh secrets, events/, the outbox
     migration, and the stack's compose file."""
     from edaenv import console
-    from edaenv.stack.render import render_stack, write_files
     from edaenv.stack.scaffold import InitPlan
     from edaenv.stack.scaffold import init as run_init
 
     target = path.resolve()
     project = name if name is not None else safe_project_name(target.name)
-    if broker is not None and broker not in BROKERS:
-        raise UsageError(
-            f"unknown broker '{broker}'", where="--broker", hint=f"use one of: {', '.join(BROKERS)}"
-        )
     components = _components(with_ or [], without or [])
-    interactive = console.is_interactive() and not defaults
+    offset = _port_offset(port_offset)
+    if console.is_interactive() and not defaults:
+        # The flags given first: no question is asked in vain.
+        check_project(project, where="--name")
+        flags = (("--broker", broker, _check_broker), ("--topic", topic, check_topic))
+        for flag, value, check in (*flags, ("--owner", owner, check_owner)):
+            if value is not None:
+                check(value, where=flag)
+        if broker is None:
+            broker = console.ask("Broker", _check_broker, default="kafka", choices=BROKERS)
+        if topic is None:
+            topic = console.ask(
+                "Topic of the first event, OrderPlaced",
+                lambda answer: check_topic(answer, where=None),
+                default="orders",
+            )
+        if owner is None:
+            owner = console.ask(
+                "Team owning the OrderPlaced contract",
+                lambda answer: check_owner(answer, where=None),
+                default=f"{project}-team",
+            )
+        if not with_ and not without:
+            leave_out = console.ask(
+                f"Components to leave out ({', '.join(COMPONENTS)}; comma-separated)",
+                lambda answer: _components([], _listed(answer)),
+                default="none",
+            )
+            components = _components([], _listed(leave_out))
+    elif defaults and owner is None:
+        owner = f"{project}-team"
     plan = InitPlan(
         target=target,
         project=project,
-        broker=broker if broker or interactive else "kafka",
+        broker="kafka" if broker is None else broker,
         components=components,
-        port_offset=_port_offset(port_offset),
-        topic=topic,
-        owner=owner if owner or not defaults else f"{project}-team",
-        interactive=interactive,
+        port_offset=offset,
+        topic="orders" if topic is None else topic,
+        owner=owner,
         force=force,
     )
-    check_project_name(project, where="--name")
     result = run_init(plan)
-    written = write_files(result.config, render_stack(result.config))
-    for created in [*result.written, *written]:
-        console.info(f"  [green]created[/] {_rel(created, target)}")
+    for created in result.written:
+        console.created(_rel(created, target))
     for kept in result.kept:
-        console.info(f"  [dim]kept[/]    {_rel(kept, target)}")
+        console.kept(_rel(kept, target))
     console.success(f"edaenv initialised for '{project}' with {result.config.broker}")
-    console.info(
-        "next: [bold]edaenv up[/] starts the stack; [bold]edaenv render --check[/] "
-        "in CI catches a stale compose file"
+    console.next_step(
+        ("edaenv up", "starts the stack"),
+        ("edaenv render --check", "in CI catches a stale compose file"),
     )
+
+
+def _check_broker(answer: str, where: str | None = None) -> None:
+    if answer not in BROKERS:
+        raise UsageError(
+            f"unknown broker {shown(answer)}", where=where, hint=f"use one of: {', '.join(BROKERS)}"
+        )
+
+
+def _listed(answer: str) -> list[str]:
+    """Components named in an answer: comma- or space-separated; `none` for none."""
+    parts = answer.replace(",", " ").split()
+    return [] if parts == ["none"] else parts
 
 
 def render(

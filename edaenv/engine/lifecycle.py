@@ -50,7 +50,11 @@ def up(
     progress: Progress | None = None,
     warn: Callable[[str, str], None] | None = None,
     started: float | None = None,
+    keep_existing: bool = False,
 ) -> UpResult:
+    """Start `services` (all when empty). keep_existing leaves the project's existing
+    containers as they are (no recreate, no orphan removal): only missing containers are created
+    and stopped ones started, as the pytest plugin does on a stack it found."""
     started = time.monotonic() if started is None else started
     unknown = [name for name in services if name not in config.services()]
     if unknown:
@@ -72,7 +76,8 @@ def up(
 
         prepare_app_wheels(config)
 
-    command = compose.compose(config, "up", "--detach", "--remove-orphans")
+    command = compose.compose(config, "up", "--detach")
+    command.flag("--remove-orphans", not keep_existing).flag("--no-recreate", keep_existing)
     command.flag("--build", building).flag("--wait", wait)
     command.option("--wait-timeout", f"{timeout:g}" if wait else None)
     command.extend(services)

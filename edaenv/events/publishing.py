@@ -140,16 +140,20 @@ def open_broker(config: Config) -> Broker:
 def send(broker: Broker, messages: Sequence[Message]) -> list[dict[str, Any]]:
     positions: list[dict[str, Any]] = []
     for start in range(0, len(messages), WINDOW):
-        positions += broker.publish(messages[start : start + WINDOW])
+        positions += [ack.as_dict() for ack in broker.publish(messages[start : start + WINDOW])]
     return positions
 
 
 @contextmanager
-def commit_span(config: Config, message: Message) -> Iterator[None]:
+def commit_span(
+    config: Config, message: Message, header_pairs: Sequence[str] = ()
+) -> Iterator[None]:
     """The producer's part of the trace: a span around the outbox commit, exported to the
     stack's Jaeger, whose context becomes the row's traceparent, so that the relay's and the
-    consumer's spans continue it. A traceparent given with --header becomes its parent. Skipped
-    (the generated traceparent stays) when the stack has no Jaeger or it does not answer."""
+    consumer's spans continue it. A traceparent given with --header becomes its parent;
+    otherwise it starts the trace (the envelope's generated traceparent names no exported span,
+    so it cannot be a parent). Skipped (the generated traceparent stays) when the stack has no
+    Jaeger or it does not answer."""
     endpoint = _otlp_endpoint(config)
     if endpoint is None:
         yield
@@ -166,9 +170,10 @@ def commit_span(config: Config, message: Message) -> Iterator[None]:
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, timeout=2)))
     tracer = provider.get_tracer("edaenv")
     attributes = message.attributes
+    given = TRACEPARENT in parse_headers(header_pairs)[0]
     with tracer.start_as_current_span(
         f"outbox commit {attributes['type']}",
-        context=tracing.parent_context(attributes),
+        context=tracing.parent_context(attributes) if given else None,
         kind=SpanKind.PRODUCER,
         attributes={"messaging.destination.name": message.topic, "event.id": attributes["id"]},
     ) as span:
@@ -202,7 +207,7 @@ def write_outbox(config: Config, batch: Batch) -> int:
     rows = [outbox_row(m, batch.contract) for m in batch.messages]
     try:
         with (
-            psycopg.connect(url, connect_timeout=5) as conn,
+            psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn,
             conn.cursor() as cur,
             cur.copy(
                 "COPY outbox (id, aggregate_type, aggregate_id, event_type, payload, "
@@ -308,9 +313,10 @@ def seed(
                     summary.acknowledged += on_batch(Batch(batch.contract, list(window)))
                 else:
                     assert broker is not None
-                    positions = broker.publish(window)
-                    summary.acknowledged += len(positions)
-                    summary.latencies += [p["latency_ms"] for p in positions]
+                    acks = broker.publish(window)
+                    # One the broker dropped as a duplicate was not stored: not acknowledged.
+                    summary.acknowledged += sum(not ack.duplicate for ack in acks)
+                    summary.latencies += [ack.latency_ms for ack in acks]
             except BrokerError as exc:
                 summary.failed += len(window)
                 summary.error = str(exc)

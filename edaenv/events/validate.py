@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -44,19 +45,41 @@ class Validator:
 
     def check(self, data: Any, where: str) -> None:
         """Raise ContractError naming the JSON pointer and the rule of the first violation."""
+        found = self.violation(data)
+        if found is None:
+            return
+        raise ContractError(
+            f"{found.message} (rule '{found.rule}' of {self.contract.name})",
+            where=f"{where}#{found.pointer}",
+            hint=f"make the data match {_display(self.contract.path)}#{found.schema_pointer}",
+        )
+
+    def violation(self, data: Any) -> Violation | None:
+        """The first rule the data breaks (jsonschema's best match); None when it is valid."""
         import jsonschema
 
         if self._fast is not None and self._fast(data):
-            return
+            return None
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
         if error is None:
-            return
-        rule = _pointer(error.schema_path)
-        raise ContractError(
-            f"{error.message} (rule '{error.validator}' of {self.contract.name})",
-            where=f"{where}#{_pointer(error.absolute_path)}",
-            hint=f"make the data match {_display(self.contract.path)}#{rule}",
+            return None
+        return Violation(
+            pointer=_pointer(error.absolute_path),
+            rule=str(error.validator),
+            schema_pointer=_pointer(error.schema_path),
+            message=error.message,
         )
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Where data breaks its contract: a JSON pointer into the data, the keyword broken
+    (`minimum`), and where that rule is in the schema (`/properties/total/minimum`)."""
+
+    pointer: str
+    rule: str
+    schema_pointer: str
+    message: str
 
 
 Check = Callable[[Any], bool]

@@ -3,11 +3,14 @@ duplicate, poison, burst, reorder and delay.
 
 Messages use the same envelope as the relay: CloudEvents in binary mode (attributes as
 headers, the JSON payload as the value), keyed by the aggregate id, so the consumer cannot tell
-them from relayed ones, except where the fault is the point.
+them from relayed ones, except where the fault is the point. Every fault reports what the broker
+acknowledged: a message it dropped as a duplicate (NATS, a message id it holds within the
+stream's duplicate window) is reported as dropped, never as sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import uuid
@@ -19,7 +22,7 @@ from edaenv.errors import UsageError
 from edaenv.faults.state import Fault, FaultStore, new_id, now
 
 if TYPE_CHECKING:
-    from edaenv.brokers.base import Broker, Message
+    from edaenv.brokers.base import Ack, Broker, Message
     from edaenv.events.contracts import Contract
 
 BATCH = 500
@@ -87,18 +90,33 @@ def message(
     return msg
 
 
-def _publish(config: Config, messages: Sequence[Message]) -> float:
+def _publish(config: Config, messages: Sequence[Message]) -> tuple[float, list[Ack]]:
     """Publish in batches, each acknowledged; returns the seconds it took (topology creation
-    excluded). The topics are created when missing, as the relay and consumer do."""
+    excluded) and the acknowledgements. The topics are created when missing, as the relay and
+    consumer do."""
     broker = open_broker(config)
+    acks: list[Ack] = []
     try:
         broker.ensure_topology(sorted({m.topic for m in messages}))
         started = time.perf_counter()
         for start in range(0, len(messages), BATCH):
-            broker.publish(messages[start : start + BATCH])
-        return time.perf_counter() - started
+            acks += broker.publish(messages[start : start + BATCH])
+        return time.perf_counter() - started, acks
     finally:
         broker.close()
+
+
+def _dropped(config: Config, acks: Sequence[Ack], messages: Sequence[Message]) -> dict[str, Any]:
+    """The fault record's account of messages the broker dropped as duplicates, and the note
+    its summary gets; empty when it stored every one."""
+    ids = [m.attributes.get("id", "") for m, a in zip(messages, acks, strict=True) if a.duplicate]
+    if not ids:
+        return {}
+    return {
+        "dropped_as_duplicate": ids,
+        "note": f"; {len(ids)} dropped by {config.broker} as duplicates of messages it "
+        "holds (not sent)",
+    }
 
 
 def _valid(contract: Contract, key: str | None = None) -> dict[str, Any]:
@@ -110,15 +128,27 @@ def _valid(contract: Contract, key: str | None = None) -> dict[str, Any]:
     return data
 
 
-def _record(config: Config, kind: str, topic: str, summary: str, **extra: Any) -> Fault:
+def _record(
+    config: Config,
+    kind: str,
+    topic: str,
+    summary: str,
+    *,
+    fault_id: str | None = None,
+    dropped: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Fault:
+    dropped = dict(dropped or {})
+    summary += dropped.pop("note", "")
     fault = {
-        "id": new_id(),
+        "id": fault_id or new_id(),
         "kind": kind,
         "target": topic,
         "started": now(),
         "ended": now(),
         "summary": summary,
         **extra,
+        **dropped,
     }
     FaultStore(config.generated_dir).record(fault)
     return fault
@@ -137,6 +167,9 @@ def publish_one(
 
 
 def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | None = None) -> Fault:
+    """Re-publish an event `times` times, byte for byte with its CloudEvents id. Each copy has
+    a de-duplication id of its own, so a broker that drops repeats of a message id (NATS)
+    delivers them too: the consumer's idempotency, not the broker, is what the fault tests."""
     from edaenv.brokers.base import Message
     from edaenv.events.contracts import load_contracts, topics
 
@@ -146,6 +179,7 @@ def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | Non
         for name in candidates:
             for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
                 if delivery.attributes.get("id") == event_id:
+                    fault_id = new_id()
                     copy = Message(
                         topic=delivery.topic,
                         key=delivery.key,
@@ -153,14 +187,22 @@ def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | Non
                         attributes=dict(delivery.attributes),
                         headers=dict(delivery.headers),
                     )
-                    broker.publish([copy] * times)
+                    copies = [
+                        dataclasses.replace(copy, dedup_id=f"{event_id}:duplicate:{fault_id}:{n}")
+                        for n in range(times)
+                    ]
+                    acks = broker.publish(copies)
+                    delivered = sum(not ack.duplicate for ack in acks)
                     return _record(
                         config,
                         "duplicate",
                         delivery.topic,
-                        f"event {event_id} delivered {times} more time(s)",
+                        f"event {event_id} delivered {delivered} more time(s)",
+                        fault_id=fault_id,
+                        dropped=_dropped(config, acks, copies),
                         event_ids=[event_id],
                         times=times,
+                        delivered=delivered,
                     )
     finally:
         broker.close()
@@ -189,10 +231,16 @@ def poison(
             messages.append(message(config, chosen, None, key=key, value=body))
         else:
             messages.append(message(config, chosen, _invalid(chosen, key), key=key))
-    _publish(config, messages)
+    _, acks = _publish(config, messages)
     ids = [m.attributes["id"] for m in messages]
     return _record(
-        config, "poison", chosen.topic, f"{count} {kind} message(s)", event_ids=ids, poison=kind
+        config,
+        "poison",
+        chosen.topic,
+        f"{count} {kind} message(s)",
+        dropped=_dropped(config, acks, messages),
+        event_ids=ids,
+        poison=kind,
     )
 
 
@@ -222,13 +270,14 @@ def burst(config: Config, count: int, *, event: str | None = None, keys: int = 1
         message(config, chosen, _valid(chosen, aggregates[i % len(aggregates)]))
         for i in range(count)
     ]
-    seconds = _publish(config, messages)
+    seconds, acks = _publish(config, messages)
     rate = count / seconds if seconds else float(count)
     return _record(
         config,
         "burst",
         chosen.topic,
         f"{count} events in {seconds:.2f}s ({rate:,.0f}/s) over {len(aggregates)} aggregates",
+        dropped=_dropped(config, acks, messages),
         count=count,
         seconds=round(seconds, 3),
         rate=round(rate),
@@ -254,13 +303,15 @@ def reorder(
         )
         for i in range(count)
     ]
-    _publish(config, list(reversed(created)))
+    sent = list(reversed(created))
+    _, acks = _publish(config, sent)
     ids = [m.attributes["id"] for m in created]
     return _record(
         config,
         "reorder",
         chosen.topic,
         f"{count} events of aggregate {aggregate} published last to first",
+        dropped=_dropped(config, acks, sent),
         key=aggregate,
         event_ids=ids,
     )
@@ -271,6 +322,13 @@ def delay(config: Config, count: int, *, event: str | None = None) -> Fault:
     if count > MAX_HELD:
         raise UsageError(f"at most {MAX_HELD} events can be held", where="--count")
     chosen = contract(config, event)
+    # Held events are released later, by a detached process: the broker must answer now and
+    # have the topic, or the fault would be recorded and then silently fail to release.
+    broker = open_broker(config)
+    try:
+        broker.ensure_topology([chosen.topic])
+    finally:
+        broker.close()
     messages = [message(config, chosen, _valid(chosen)) for _ in range(count)]
     held = [
         {"topic": m.topic, "key": m.key, "value": m.value.decode(), "attributes": m.attributes}
@@ -298,5 +356,10 @@ def release(config: Config, fault: Fault) -> str:
         )
         for h in fault.get("held", [])
     ]
-    _publish(config, messages)
-    return f"released {len(messages)} held events"
+    _, acks = _publish(config, messages)
+    released = sum(not ack.duplicate for ack in acks)
+    dropped = len(acks) - released
+    note = (
+        f"; {dropped} dropped by {config.broker} as duplicates (released before)" if dropped else ""
+    )
+    return f"released {released} held events{note}"

@@ -1,23 +1,25 @@
-"""Dead letters: the headers a consumer adds when it gives up on an event, and reading and
-re-publishing them (`edaenv dlq list | show | replay`).
+"""Dead letters: the headers a consumer adds when it gives up on an event, and reading,
+re-publishing and removing them (`edaenv dlq list | show | replay | purge`).
 
 A dead letter keeps the original event (key, value, CloudEvents attributes) and adds headers
 naming where it came from and why it failed. Replay publishes the original event again to its
-original topic, without those headers. The dead letter itself stays (a log, or a queue read
-without taking), so `dlq list` still shows it after a replay; consumers are idempotent, so
-replaying an event that was handled meanwhile is a no-op.
+original topic, without those headers, and once the broker has acknowledged that, removes the
+event's dead letters: a replay that fails again leaves exactly the one new letter. The re-sent
+event keeps its CloudEvents id, so the consumer's idempotency decides (a replay of an event it
+handled meanwhile is a no-op); the broker's own de-duplication is bypassed on purpose.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from edaenv.brokers.base import RESOLVED, position_text
 from edaenv.errors import UsageError
-from edaenv.events import topology
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker, Delivery, Message
@@ -106,31 +108,37 @@ class DeadLetter:
         }
 
     def original(self) -> Message:
+        """The event as it was first published, with a de-duplication id of this letter's own:
+        a broker that drops repeats of an id (NATS) delivers it again, and drops only a second
+        replay of this same letter (one whose removal failed after its re-send)."""
         from edaenv.brokers.base import Message
 
         headers = {k: v for k, v in self.delivery.headers.items() if not k.startswith(PREFIX)}
+        letter = hashlib.sha256(position_text(self.delivery.position).encode()).hexdigest()
         return Message(
             topic=self.original_topic,
             key=self.delivery.key,
             value=self.delivery.value,
             attributes=dict(self.delivery.attributes),
             headers=headers,
+            dedup_id=f"{self.id}:replay:{letter[:16]}",
         )
 
 
 def dlq_source(broker: str, topic: str) -> str:
-    """The name `Broker.tail` reads a topic's dead letters from."""
-    if broker == "nats":
-        return topology.nats_dlq_subject(topic)
-    if broker == "rabbitmq":
-        return topology.rabbit_dlq(topic)
-    return topology.dlq_topic(topic)
+    """The name `Broker.tail` reads a topic's dead letters from (the adapter's naming)."""
+    from edaenv.brokers.registry import dead_letter_source
+
+    return dead_letter_source(broker, topic)
 
 
 def read_dead_letters(
     broker: Broker, broker_name: str, topics: Iterable[str], idle_timeout: float = 2.0
 ) -> list[DeadLetter]:
-    letters = []
+    """The dead letters still to handle, oldest first per partition or queue: on Kafka, the
+    letters a RESOLVED marker names (replayed or purged) and the markers are left out."""
+    letters: list[Delivery] = []
+    resolved: set[str] = set()
     for topic in topics:
         for delivery in broker.tail(
             dlq_source(broker_name, topic),
@@ -138,8 +146,13 @@ def read_dead_letters(
             follow=False,
             idle_timeout=idle_timeout,
         ):
-            letters.append(DeadLetter(delivery))
-    return letters
+            if RESOLVED in delivery.headers:
+                resolved.add(f"{delivery.topic} {delivery.headers[RESOLVED]}")
+            else:
+                letters.append(delivery)
+    return [
+        DeadLetter(d) for d in letters if f"{d.topic} {position_text(d.position)}" not in resolved
+    ]
 
 
 def find(letters: Sequence[DeadLetter], event_id: str) -> DeadLetter:
@@ -161,8 +174,25 @@ def find(letters: Sequence[DeadLetter], event_id: str) -> DeadLetter:
     return matches[-1]
 
 
-def replay(broker: Broker, letters: Sequence[DeadLetter]) -> int:
-    """Publish each event again to its original topic, with broker acknowledgement."""
+def chosen(letters: Sequence[DeadLetter], event_ids: Iterable[str]) -> list[DeadLetter]:
+    """Every dead letter of the events named (each an id or an unambiguous prefix): an event
+    that failed more than once has a letter per failure."""
+    ids = {find(letters, event_id).id for event_id in event_ids}
+    return [letter for letter in letters if letter.id in ids]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    replayed: list[str]  # event ids the broker stored and delivers again
+    dropped: list[str]  # event ids the broker dropped as duplicates of a re-send it holds
+    removed: int  # dead letters removed
+
+
+def replay(broker: Broker, letters: Sequence[DeadLetter]) -> Replayed:
+    """Publish each event again to its original topic, once per event id, and when the broker
+    has acknowledged them, remove the events' dead letters. A re-send the broker dropped as a
+    duplicate (NATS, within its window: this letter's replay was sent before) is reported, not
+    counted; its letters are removed too, since the broker holds the event."""
     unknown = [letter.id for letter in letters if not letter.original_topic]
     if unknown:
         raise UsageError(
@@ -170,7 +200,18 @@ def replay(broker: Broker, letters: Sequence[DeadLetter]) -> int:
             hint="it was not dead-lettered by an edaenv consumer; publish it "
             "with `edaenv publish` instead",
         )
-    unique = list({letter.id: letter for letter in letters}.values())
-    if unique:
-        broker.publish([letter.original() for letter in unique])
-    return len(unique)
+    latest = list({letter.id: letter for letter in letters}.values())
+    if not latest:
+        return Replayed([], [], 0)
+    acks = broker.publish([letter.original() for letter in latest])
+    dropped = [letter.id for letter, ack in zip(latest, acks, strict=True) if ack.duplicate]
+    replayed = [letter.id for letter, ack in zip(latest, acks, strict=True) if not ack.duplicate]
+    removed = broker.remove_dead_letters([letter.delivery for letter in letters])
+    return Replayed(replayed, dropped, len(removed))
+
+
+def purge(broker: Broker, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
+    """Remove dead letters for good; returns those removed (one gone meanwhile is not)."""
+    if not letters:
+        return []
+    return [DeadLetter(d) for d in broker.remove_dead_letters([x.delivery for x in letters])]

@@ -34,6 +34,7 @@ RUNTIME = (
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-http",
     "pyyaml",
+    "jsonschema",  # the relay checks each row's payload against its contract
     "confluent-kafka",
     "pika",
     "nats-py",

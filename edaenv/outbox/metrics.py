@@ -6,11 +6,14 @@ The names are the ones the Grafana event-flow dashboard queries: change them tog
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from edaenv.outbox.stuck import REASONS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -38,6 +41,15 @@ class RelayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stuck = Gauge(
+            "edaenv_outbox_stuck_rows",
+            "Unpublished outbox rows the relay cannot publish, by reason; each holds back the "
+            "later rows of its aggregate",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASONS:  # every series exists from the start, at 0
+            self.stuck.labels(reason).set(0)
 
 
 class ConsumerMetrics:
@@ -68,9 +80,16 @@ class ConsumerMetrics:
 
 
 def serve(
-    port: int, registry: CollectorRegistry, healthy: Callable[[], bool], host: str = "0.0.0.0"
+    port: int,
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    host: str | None = None,
 ) -> http.server.ThreadingHTTPServer:
-    """/metrics for Prometheus and /healthz for the compose health check, on a daemon thread."""
+    """/metrics for Prometheus and /healthz for the compose health check, on a daemon thread.
+    Bound to `host`, else to EDAENV_METRICS_HOST, else to 127.0.0.1: the stack's containers set
+    EDAENV_METRICS_HOST=0.0.0.0 so that Prometheus reaches them on the compose network (compose
+    publishes the port on the host's 127.0.0.1 only)."""
+    host = host or os.environ.get("EDAENV_METRICS_HOST") or "127.0.0.1"
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -24,8 +24,13 @@ Invariants:
   (it updates or locks the aggregate first), so per aggregate, `seq` order is commit order. There
   is no cursor over `seq`: every unpublished row is a candidate whenever it commits, so rows that
   commit out of order (a lower seq committing last) are never skipped.
-- A row is marked published only after the broker acked it. A crash between the ack and the
-  commit publishes the batch again (duplicates, never losses); consumers deduplicate by event id.
+- A row is marked published only after the broker acked it, with the time of that
+  acknowledgement. A crash between the ack and the commit publishes the batch again
+  (duplicates, never losses); consumers deduplicate by event id.
+- A row the relay cannot publish (no contract for its type, a payload breaking its contract,
+  headers that are not an object, too large for the broker) is recorded in outbox_stuck (see
+  stuck.py) and its aggregate is left out of the claims until the next retry: its later rows
+  wait behind it, in order, and every other aggregate flows.
 """
 
 from __future__ import annotations
@@ -39,12 +44,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from edaenv.events.envelope import message_from_outbox
+from edaenv.names import shown
+from edaenv.outbox import stuck
 from edaenv.outbox.metrics import RelayMetrics
 from edaenv.outbox.runtime import DATABASE_OPTIONS
+from edaenv.outbox.stuck import Problem
 from edaenv.outbox.tracing import Tracer
 
 if TYPE_CHECKING:
@@ -52,6 +60,7 @@ if TYPE_CHECKING:
 
     from edaenv.brokers.base import Broker, Message
     from edaenv.events.contracts import Contract
+    from edaenv.events.validate import Validator
 
 log = logging.getLogger("edaenv.relay")
 
@@ -62,11 +71,13 @@ LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
 # at one moment, and then all of its head rows are claimed in seq order, or none. Locks are
 # tried oldest aggregate first, and only until a batch's worth is held. Rows are fetched again by
 # ctid: a row updated meanwhile is followed to its newest version by FOR UPDATE and dropped, as
-# published_at IS NULL no longer holds there.
+# published_at IS NULL no longer holds there. Aggregates held back by a stuck row (`blocked`,
+# usually none) are left out of the head, so that they never fill it.
 CLAIM = """
 WITH head AS MATERIALIZED (
     SELECT ctid AS row, seq, aggregate_id FROM outbox
-    WHERE published_at IS NULL ORDER BY seq LIMIT %(scan)s
+    WHERE published_at IS NULL AND aggregate_id <> ALL(%(blocked)s::text[])
+    ORDER BY seq LIMIT %(scan)s
 ), candidates AS MATERIALIZED (
     SELECT aggregate_id FROM head GROUP BY aggregate_id ORDER BY min(seq)
 ), held AS MATERIALIZED (
@@ -83,9 +94,14 @@ ORDER BY seq
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
-PENDING = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
+PENDING = """
+SELECT EXISTS (
+    SELECT 1 FROM outbox WHERE published_at IS NULL AND aggregate_id <> ALL(%(blocked)s::text[])
+)
+"""
 # By ctid: the claim locked the rows, so their versions cannot move before this update.
-MARK = "UPDATE outbox SET published_at = now() WHERE ctid = ANY(%(rows)s::tid[])"
+# published_at is when the broker's acknowledgement arrived (not now(): the claim's time).
+MARK = "UPDATE outbox SET published_at = %(acked)s WHERE ctid = ANY(%(rows)s::tid[])"
 STATS = """
 SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
 FROM outbox WHERE published_at IS NULL
@@ -108,12 +124,13 @@ class Options:
     stats_every: float = 2.0
     backoff_base: float = 0.2
     backoff_max: float = 10.0
+    retry_stuck: float = 10.0  # seconds before rows that could not be published are checked again
 
 
 @dataclass(frozen=True)
 class _Batch:
     conn: psycopg.Connection[Any]  # its transaction is open: rows and aggregates locked
-    rows: list[tuple[Row, str]]  # the rows to publish, with their topics
+    rows: list[tuple[Row, Destination]]  # the rows to publish, with where they go
     started: float
     spans: list[Any] = field(default_factory=list)  # started when the batch is published
 
@@ -130,26 +147,69 @@ class Row:
     ctid: str  # where the claimed (locked) row version is
 
 
-Route = Callable[[Row], "str | None"]
+@dataclass(frozen=True)
+class Destination:
+    """Where a row goes, and what its message must be: with a contract, its full event type
+    and dataschema are set on the message and its payload is checked against the schema."""
+
+    topic: str
+    type: str | None = None
+    dataschema: str | None = None
+    validator: Validator | None = None
+
+
+# A row's destination; a bare topic (publish as it is); a Problem, or None for "no contract".
+Route = Callable[[Row], "Destination | str | Problem | None"]
 
 
 def contract_router(contracts: Sequence[Contract]) -> Route:
-    """Topic of a row from the contracts: event_type is `OrderPlaced` or `OrderPlaced.v1`."""
-    topics: dict[str, str] = {}
-    for contract in contracts:
-        topics.setdefault(contract.event, contract.topic)
-        topics[contract.name] = contract.topic
+    """Each row's destination from the contracts: event_type `OrderPlaced.v1`, or `OrderPlaced`
+    for its latest version (published as `OrderPlaced.v<latest>`)."""
+    from edaenv.events.envelope import dataschema
+    from edaenv.events.validate import Validator
 
-    def route(row: Row) -> str | None:
-        return topics.get(row.event_type)
+    destinations: dict[str, Destination] = {}
+    names: dict[str, list[str]] = {}
+    for contract in sorted(contracts, key=lambda c: (c.event, c.version)):  # the latest last
+        destination = Destination(
+            contract.topic, contract.name, dataschema(contract), Validator(contract)
+        )
+        destinations[contract.name] = destinations[contract.event] = destination
+        names.setdefault(contract.event, []).append(contract.name)
+
+    def route(row: Row) -> Destination | Problem:
+        return destinations.get(row.event_type) or _no_contract(row.event_type, names)
 
     return route
 
 
-def to_message(row: Row, topic: str) -> Message:
+def _no_contract(event_type: str, names: dict[str, list[str]]) -> Problem:
+    event = event_type.rpartition(".v")[0] or event_type
+    if event in names:
+        detail = (
+            f"no contract for event type {shown(event_type)}: {event} has {', '.join(names[event])}"
+        )
+    else:
+        every = [name for versions in names.values() for name in versions]
+        detail = (
+            f"no contract for event type {shown(event_type)}; contracts: "
+            f"{', '.join(every) or 'none'}"
+        )
+    return Problem(
+        "no-contract",
+        detail,
+        "set the row's event_type to a contract's (<Event> alone means its latest version), "
+        "or add events/<Event>.v<N>.schema.json and restart the relay",
+    )
+
+
+def to_message(row: Row, target: Destination | str) -> Message:
     """The envelope `publish` uses, from the row's headers (CloudEvents attributes by name, as
     envelope.outbox_row writes them); attributes a hand-written row lacks, or holds as null,
-    are completed from its columns, and other null headers are dropped."""
+    are completed from its columns, and other null headers are dropped. A contract's
+    destination sets the full event type and the dataschema."""
+    if isinstance(target, str):
+        target = Destination(target)
     headers = {
         "specversion": "1.0",
         "id": row.id,
@@ -161,7 +221,20 @@ def to_message(row: Row, topic: str) -> Message:
     headers.update((k, v) for k, v in json.loads(row.headers).items() if v is not None)
     if "time" not in headers:
         headers["time"] = row.created_at.isoformat()
-    return message_from_outbox(topic, row.aggregate_id, row.payload, headers)
+    if target.type is not None:
+        headers["type"] = target.type
+    if target.dataschema is not None:
+        headers["dataschema"] = target.dataschema
+    return message_from_outbox(target.topic, row.aggregate_id, row.payload, headers)
+
+
+def envelope_size(message: Message) -> int:
+    """A message's size as `publish` counts it (body, key, attribute and header names and
+    values); the relay keeps the same 512 bytes of room for the protocol's framing."""
+    size = len(message.value) + len(message.key)
+    for pairs in (message.attributes, message.headers):
+        size += sum(map(len, pairs)) + sum(map(len, pairs.values()))
+    return size
 
 
 class Relay:
@@ -191,7 +264,13 @@ class Relay:
         self._topology_ready = False
         self._next_stats = 0.0
         self._next_retention = 0.0
-        self._unroutable_logged: set[str] = set()
+        self._plain: dict[str, Destination] = {}  # bare topics from the route, wrapped once
+        # Aggregates held back by a stuck row, left out of claims until _retry_at; and what is
+        # recorded of each stuck row, so that a row found again unchanged is not written again.
+        self._blocked: set[str] = set()
+        self._retry_at = 0.0
+        self._recorded: dict[str, Problem] = {}
+        self._roomy = 0  # rows with fewer characters than this fit the broker for sure
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from run(). Safe from a signal handler."""
@@ -222,11 +301,13 @@ class Relay:
                         self.options.backoff_max, self.options.backoff_base * 2 ** (failures - 1)
                     )
                     delay *= random.uniform(0.5, 1.0)
+                    hint = getattr(exc, "hint", None)
                     log.warning(
-                        "relay: %s: %s (retrying in %.1fs)",
+                        "relay: %s: %s (retrying in %.1fs)%s",
                         type(exc).__name__,
                         str(exc).strip(),
                         delay,
+                        f"; hint: {hint}" if hint else "",
                     )
                     self._reset_if_broken()
                     self._stop.wait(delay)
@@ -253,7 +334,7 @@ class Relay:
         its own acknowledgement, and a crash re-publishes at most batch_size rows."""
         self._ready()
         total = 0
-        inflight: deque[tuple[_Batch, Future[None]]] = deque()  # at most one when claiming
+        inflight: deque[tuple[_Batch, Future[datetime]]] = deque()  # <= 1 when claiming
         # Two halves in flight at most, so never more than batch_size rows (a batch size of 1
         # does not overlap).
         depth = 2 if self.options.batch_size >= 2 else 1
@@ -291,6 +372,9 @@ class Relay:
         if not self._topology_ready:
             self.broker.ensure_topology(self.topics)
             self._topology_ready = True
+            # Every character of payload, headers and key taken as 4 bytes, and room to spare
+            # for the attributes completed from the columns.
+            self._roomy = (self.broker.max_message_bytes - 4096) // 4
 
     def close(self) -> None:
         for conn in (*self._conns, self._listen):
@@ -311,46 +395,56 @@ class Relay:
         """Claim a batch on conn; its transaction stays open (locks held) when rows were
         claimed. Sets _contended when rows are pending that other transactions hold."""
         started = time.perf_counter()
+        if self._blocked and time.monotonic() >= self._retry_at:
+            self._blocked.clear()  # check the stuck rows again: corrected ones go out
         try:
-            with conn.cursor() as cur:
-                cur.execute(CLAIM, {"scan": scan, "space": LOCK_SPACE, "limit": limit})
-                rows = [Row(*r) for r in cur.fetchall()]
-                if not rows:
-                    self._contended = bool(cur.execute(PENDING).fetchone() == (True,))
-                    conn.rollback()
-                    return None
-            self._contended = False
-            routed = self._route(rows)
+            while True:
+                blocked = list(self._blocked)
+                with conn.cursor() as cur:
+                    cur.execute(
+                        CLAIM,
+                        {"scan": scan, "space": LOCK_SPACE, "limit": limit, "blocked": blocked},
+                    )
+                    rows = [Row(*r) for r in cur.fetchall()]
+                    if not rows:
+                        pending = cur.execute(PENDING, {"blocked": blocked}).fetchone()
+                        self._contended = pending == (True,)
+                        conn.rollback()
+                        return None
+                self._contended = False
+                routed = self._route(rows)
+                if routed:
+                    return _Batch(conn, routed, started)
+                # Every row claimed is stuck: their aggregates are left out now, claim again.
+                conn.rollback()
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
-        if not routed:
-            conn.rollback()
-            return None
-        return _Batch(conn, routed, started)
 
-    def _publish(self, batch: _Batch) -> None:
+    def _publish(self, batch: _Batch) -> datetime:
+        """Publish a batch; when the broker acknowledged every message of it."""
         messages = []
-        for row, topic in batch.rows:
-            message = to_message(row, topic)
+        for row, destination in batch.rows:
+            message = to_message(row, destination)
             if self.tracer is not None:
                 batch.spans.append(self._start_span(row, message))
             messages.append(message)
         self.broker.publish(messages)
+        return datetime.now(UTC)
 
-    def _settle(self, batch: _Batch, published: Future[None]) -> int:
+    def _settle(self, batch: _Batch, published: Future[datetime]) -> int:
         """Wait for a batch's acknowledgement, then mark it; on failure roll it back."""
         try:
-            published.result()
+            acked = published.result()
         except BaseException as exc:
             self._abort(batch, exc)
             raise
-        return self._finish(batch)
+        return self._finish(batch, acked)
 
-    def _finish(self, batch: _Batch) -> int:
+    def _finish(self, batch: _Batch, acked: datetime) -> int:
         try:
-            batch.conn.execute(MARK, {"rows": [row.ctid for row, _ in batch.rows]})
+            batch.conn.execute(MARK, {"rows": [row.ctid for row, _ in batch.rows], "acked": acked})
             batch.conn.commit()
         except BaseException as exc:
             self._abort(batch, exc)
@@ -365,28 +459,127 @@ class Relay:
             batch.conn.rollback()
         self._end_spans(batch.spans, error)
 
-    def _route(self, rows: list[Row]) -> list[tuple[Row, str]]:
-        """The rows with their topics, but none of an aggregate from its first unroutable row
-        on: publishing later rows of it would break its order."""
+    def _route(self, rows: list[Row]) -> list[tuple[Row, Destination]]:
+        """The rows with their destinations, but none of an aggregate from its first row that
+        cannot be published on: publishing later rows of it would break its order. Such rows
+        are recorded, and their aggregates left out of claims until the next retry."""
         routed = []
-        blocked: set[str] = set()
+        found: list[tuple[Row, Problem]] = []
+        route, plain, roomy = self.route, self._plain, self._roomy
+        blocked, recorded = self._blocked, self._recorded
         for row in rows:
             if row.aggregate_id in blocked:
                 continue
-            topic = self.route(row)
-            if topic is None:
+            target = route(row)
+            if isinstance(target, str):
+                target = plain.get(target) or plain.setdefault(target, Destination(target))
+                # The usual case of a bare topic, checked inline: this loop is the hot path.
+                if (
+                    row.headers[:1] == "{"
+                    and len(row.payload) + len(row.headers) + len(row.aggregate_id) <= roomy
+                    and not recorded
+                ):
+                    routed.append((row, target))
+                    continue
+            checked = self._check(row, target)
+            if isinstance(checked, Problem):
+                if not blocked:
+                    self._retry_at = time.monotonic() + self.options.retry_stuck
                 blocked.add(row.aggregate_id)
-                if row.event_type not in self._unroutable_logged:
-                    self._unroutable_logged.add(row.event_type)
-                    log.error(
-                        "relay: no contract names the topic of event type %r (row %s); "
-                        "its aggregate waits until one does",
-                        row.event_type,
-                        row.id,
-                    )
+                found.append((row, checked))
                 continue
-            routed.append((row, topic))
+            if recorded:
+                recorded.pop(row.id, None)  # corrected since: it goes out now
+            routed.append((row, checked))
+        if found:
+            self._record(found)
         return routed
+
+    def _check(self, row: Row, target: Destination | Problem | None) -> Destination | Problem:
+        """The row's destination when it can be published as it is, else why not."""
+        if target is None:
+            return Problem(
+                "no-contract",
+                f"no contract names the topic of event type {shown(row.event_type)}",
+                "add events/<Event>.v<N>.schema.json and restart the relay, or correct the "
+                "row's event_type",
+            )
+        if isinstance(target, Problem):
+            return target
+        # jsonb as text: an object, and only an object, starts with '{'.
+        if not row.headers.startswith("{"):
+            return Problem(
+                "bad-headers",
+                f"headers must be a JSON object of CloudEvents attributes, got "
+                f"{shown(row.headers)}",
+                "set headers to an object, e.g. '{}' (the attributes are then completed from "
+                "the row's columns)",
+            )
+        if target.validator is not None:
+            problem = self._payload_problem(row, target.validator)
+            if problem is not None:
+                return problem
+        if len(row.payload) + len(row.headers) + len(row.aggregate_id) > self._roomy:
+            return self._size_problem(row, target) or target
+        return target
+
+    def _payload_problem(self, row: Row, validator: Validator) -> Problem | None:
+        try:
+            data = json.loads(row.payload)
+        except ValueError as exc:
+            return Problem(
+                "invalid-payload", f"the payload is not JSON: {exc}", "store a JSON payload"
+            )
+        if validator.is_valid(data):
+            return None
+        # Only the failing row pays for the explanation.
+        found = validator.violation(data)
+        if found is None:
+            return None
+        contract = validator.contract
+        return Problem(
+            "invalid-payload",
+            f"the payload breaks {contract.name} at {found.pointer or '/'}: {found.message} "
+            f"(rule '{found.rule}')",
+            f"correct the row's payload (the relay checks it again within "
+            f"{self.options.retry_stuck:g}s), or the contract: "
+            f"{contract.path.name}#{found.schema_pointer}",
+            pointer=found.pointer,
+            rule=found.rule,
+        )
+
+    def _size_problem(self, row: Row, target: Destination) -> Problem | None:
+        size = envelope_size(to_message(row, target))
+        limit = self.broker.max_message_bytes
+        if size <= limit - 512:
+            return None
+        return Problem(
+            "too-large",
+            f"the event is {size} bytes with its envelope, more than "
+            f"{getattr(self.broker, 'name', 'the broker')} accepts ({limit} bytes)",
+            "store less in the event (a reference to the data, say): correct the row or "
+            "delete it and write a smaller one",
+        )
+
+    def _record(self, found: list[tuple[Row, Problem]]) -> None:
+        """Record newly stuck rows (those found again unchanged are not written again)."""
+        new = [(row, p) for row, p in found if self._recorded.get(row.id) != p]
+        if not new:
+            return
+        assert self._listen is not None
+        stuck.record(self._listen, [(row.id, problem) for row, problem in new])
+        for row, problem in new:
+            self._recorded[row.id] = problem
+            log.error(
+                "relay: cannot publish outbox row %s (aggregate %s, event type %s): %s: %s; "
+                "its aggregate's later rows wait behind it. hint: %s",
+                row.id,
+                shown(row.aggregate_id),
+                shown(row.event_type),
+                problem.reason,
+                problem.detail,
+                problem.hint,
+            )
 
     def _start_span(self, row: Row, message: Message) -> Any:
         from opentelemetry.trace import SpanKind
@@ -439,6 +632,7 @@ class Relay:
                 **DATABASE_OPTIONS,
             )
             self._listen.execute("LISTEN outbox")
+            stuck.ensure_table(self._listen)
 
     def _reset_if_broken(self) -> None:
         for conn in (*self._conns, self._listen):
@@ -460,9 +654,18 @@ class Relay:
             if row is not None:
                 self.metrics.backlog.set(row[0])
                 self.metrics.oldest_age.set(row[1])
+            for reason, count in stuck.counts(self._listen).items():
+                self.metrics.stuck.labels(reason).set(count)
         if now >= self._next_retention:
             self._next_retention = now + self.options.retention_every
             self.delete_published()
+            stuck.prune(self._listen)
+
+    def stuck_report(self, limit: int = 50) -> stuck.Report:
+        """The rows no relay could publish (recorded in outbox_stuck), oldest first."""
+        self._connect()
+        assert self._listen is not None
+        return stuck.report(self._listen, limit)
 
     def delete_published(self) -> int:
         """Delete rows published longer ago than the retention, in chunks; how many."""

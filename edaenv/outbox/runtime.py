@@ -3,6 +3,7 @@ edaenv.yaml + .env on the host."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ if TYPE_CHECKING:
 
 # libpq options for the relay's and the consumer's Postgres connections: a peer that vanished
 # (a partitioned or re-addressed container) is noticed in seconds, not after the kernel's
-# 15 minutes of retransmissions, and the connection is then opened again.
+# 15 minutes of retransmissions, and the connection is then opened again. Text always comes as
+# UTF-8: a database created with encoding SQL_ASCII (a cluster initialised without a UTF-8
+# locale) would otherwise give psycopg its text columns as bytes.
 DATABASE_OPTIONS: dict[str, Any] = {
+    "client_encoding": "UTF8",
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 5,
@@ -36,12 +40,25 @@ def prefer_io_threads() -> None:
     sys.setswitchinterval(0.0005)
 
 
+# Client libraries whose INFO lines (pika: one per connection step and channel) drown the
+# relay's and the consumer's own logs; their warnings and errors still show.
+CLIENT_LOGGERS = ("pika", "nats")
+
+
+def quiet_client_logs() -> None:
+    for name in CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @dataclass(frozen=True)
 class Settings:
     broker: str
     broker_url: str
     database_url: str
     metrics_port: int | None = None
+    # Where /metrics listens: 127.0.0.1 on the host; the stack's containers set 0.0.0.0
+    # (EDAENV_METRICS_HOST) so that Prometheus reaches them over the compose network.
+    metrics_host: str = "127.0.0.1"
 
 
 def from_env() -> Settings:
@@ -62,6 +79,7 @@ def from_env() -> Settings:
         broker_url=os.environ["EDAENV_BROKER_URL"],
         database_url=os.environ["EDAENV_DATABASE_URL"],
         metrics_port=int(port) if port else None,
+        metrics_host=os.environ.get("EDAENV_METRICS_HOST") or "127.0.0.1",
     )
 
 
@@ -77,7 +95,10 @@ def from_config(config: Config) -> Settings:
 
 
 def connect_broker(settings: Settings) -> Broker:
+    """The broker of the relay or the consumer (both connect here), its client library's
+    INFO logging quieted."""
     from edaenv.brokers.base import Endpoint
     from edaenv.brokers.registry import connect
 
+    quiet_client_logs()
     return connect(Endpoint(broker=settings.broker, url=settings.broker_url))

@@ -60,7 +60,7 @@ def run_relay(settings: Settings, events_dir: Path, options: Options) -> None:
     metrics = RelayMetrics()
     relay = open_relay(settings, contracts, options, metrics=metrics, tracer=tracer)
     if settings.metrics_port is not None:
-        serve(settings.metrics_port, metrics.registry, lambda: relay.healthy)
+        serve(settings.metrics_port, metrics.registry, lambda: relay.healthy, settings.metrics_host)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: relay.stop())
     logging.getLogger("edaenv.relay").info(

@@ -134,6 +134,9 @@ def _context(config: Config) -> dict[str, Any]:
             "EDAENV_DATABASE_URL": "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}"
             "@postgres:5432/${POSTGRES_DB}",
             "EDAENV_METRICS_PORT": str(config.container_ports(role)["metrics"]),
+            # Inside the container, for Prometheus on the compose network; on the host the
+            # port is published on 127.0.0.1 only. Outside a container the default is 127.0.0.1.
+            "EDAENV_METRICS_HOST": "0.0.0.0",
             "OTEL_SERVICE_NAME": role,
         }
         if config.has("jaeger"):

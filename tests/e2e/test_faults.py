@@ -619,7 +619,8 @@ def test_plugin_brings_a_stack_up_and_tears_down_what_it_started(make_stack: Any
     result = run_plugin_project(small.root, "-k", "not consumer")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "4 passed" in result.stdout
-    assert small.containers() == [] and small.volumes() == []
+    assert small.containers() == [] and small.volumes() == [] and small.networks() == []
+    assert not (small.scaffold / ".generated" / "pytest-stack.json").exists()
 
 
 def run_plugin_project(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from edaenv.brokers.base import Delivery, Message
+from edaenv.brokers.base import RESOLVED, Ack, Delivery, Message, position_text
 from edaenv.errors import BrokerError
 from edaenv.events.envelope import KAFKA
 
@@ -250,7 +250,7 @@ class KafkaTestBroker:
             with contextlib.suppress(KafkaException):
                 future.result()
 
-    def publish(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    def publish(self, messages: Sequence[Message]) -> list[Ack]:
         positions: list[dict[str, Any]] = [{} for _ in messages]
         errors: list[str] = []
 
@@ -273,7 +273,7 @@ class KafkaTestBroker:
             raise BrokerError(
                 f"{len(errors) or remaining} message(s) not acknowledged: {errors[:1]}"
             )
-        return positions
+        return [Ack(position=position, latency_ms=0.0) for position in positions]
 
     def _produce(
         self, topic: str, key: str, value: bytes, headers: list[Any], callback: Any
@@ -315,9 +315,7 @@ class KafkaTestBroker:
     def subscribe(self, topic: str, group: str) -> KafkaSubscription:
         return KafkaSubscription(self.bootstrap, topic, group)
 
-    def publish_dead_letter(
-        self, topic: str, delivery: Delivery, headers: dict[str, str]
-    ) -> dict[str, Any]:
+    def publish_dead_letter(self, topic: str, delivery: Delivery, headers: dict[str, str]) -> Ack:
         message = Message(
             topic=f"{topic}.dlq",
             key=delivery.key,
@@ -326,6 +324,18 @@ class KafkaTestBroker:
             headers={**delivery.headers, **headers},
         )
         return self.publish([message])[0]
+
+    def remove_dead_letters(self, letters: Sequence[Delivery]) -> list[Delivery]:
+        """As edaenv's Kafka adapter does: a marker record per letter."""
+        markers = [
+            Message(
+                letter.topic, letter.key, b"", headers={RESOLVED: position_text(letter.position)}
+            )
+            for letter in letters
+        ]
+        if markers:
+            self.publish(markers)
+        return list(letters)
 
     def close(self) -> None:
         self.producer.flush(5)

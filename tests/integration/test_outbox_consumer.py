@@ -277,7 +277,7 @@ def test_c3_poison_messages_are_dead_lettered_with_every_header(
     # Replay re-publishes the original event, without the failure headers.
     chosen = dlq.find(letters, letters[0].id[:8])
     replay_broker = make_broker(kafka)
-    assert dlq.replay(replay_broker, [chosen, chosen]) == 1
+    assert dlq.replay(replay_broker, [chosen, chosen]).replayed == [chosen.id]
     replay_broker.close()
     replayed = [d for d in read_all(kafka, topic) if d.attributes["id"] == chosen.id]
     assert len(replayed) == 2  # the original and its replay

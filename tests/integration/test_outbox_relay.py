@@ -180,7 +180,7 @@ def test_a_claim_locks_only_the_aggregates_it_takes(db: str) -> None:
     insert_events(db, [event_row(f"order-{i:02d}", n) for n in range(2) for i in range(40)])
     advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
     with psycopg.connect(db) as first, psycopg.connect(db) as second:
-        params = {"scan": 80, "space": LOCK_SPACE, "limit": 10}
+        params = {"scan": 80, "space": LOCK_SPACE, "limit": 10, "blocked": []}
         taken = first.execute(CLAIM, params).fetchall()
         assert [row[2] for row in taken] == [f"order-{i:02d}" for i in range(10)]
         # Ten aggregates locked, not all forty of the rows scanned: another claim gets the next.

@@ -1,4 +1,5 @@
-"""Not collected by edaenv's own test run: tests/e2e/test_faults.py copies test_with_edaenv.py
-beside a real edaenv.yaml and runs pytest on it there, as a user's project would."""
+"""Not collected by edaenv's own test run: the e2e tests (tests/e2e/test_faults.py,
+tests/e2e/test_plugin_ownership.py) copy these test modules beside a real edaenv.yaml and run
+pytest on them there, as a user's project would."""
 
-collect_ignore = ["test_with_edaenv.py"]
+collect_ignore_glob = ["test_*.py"]

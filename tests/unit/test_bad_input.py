@@ -129,8 +129,8 @@ INIT_CASES = [
         "bad project name",
         ["--name", "Shop!"],
         "error: --name: 'Shop!' cannot be a compose project name\n"
-        "  hint: use lowercase letters, digits, '-' and '_', starting with a letter or digit, "
-        "e.g. 'shop'\n",
+        "  hint: use lowercase letters, digits, '-' and '_' (at most 63), starting with a "
+        "letter or digit, e.g. 'shop'\n",
     ),
 ]
 
