@@ -72,16 +72,17 @@ def stale_files(config: Config, files: dict[str, str]) -> list[str]:
 
 
 def write_files(config: Config, files: dict[str, str]) -> list[Path]:
-    """Write only what changed, each file atomically (a reader never sees half a file)."""
-    written = []
-    for rel in stale_files(config, files):
-        path = config.scaffold_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(files[rel], encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
-    return written
+    """Write only what changed, all or nothing: an error or a signal half-way leaves every
+    file as it was (a reader never sees half a file, nor a compose file without its configs)."""
+    from edaenv.stack.files import commit_files, file_error
+
+    stale = {config.scaffold_dir / rel: files[rel] for rel in stale_files(config, files)}
+    if not stale:
+        return []
+    try:
+        return commit_files(stale, staging=config.root)
+    except OSError as exc:
+        raise file_error(exc) from None
 
 
 def _label_volumes(config: Config, volumes: dict[str, Any]) -> None:
