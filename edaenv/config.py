@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edaenv.errors import ConfigError
+from edaenv.errors import ConfigError, UsageError
+from edaenv.names import check_image, check_scaffold
 
 if TYPE_CHECKING:
     import yaml
@@ -308,6 +309,10 @@ class _Validator:
             ("scaffold",),
             hint="a directory relative to edaenv.yaml, e.g. `scaffold: eda`",
         )
+        try:
+            check_scaffold(scaffold, where=None)
+        except UsageError as exc:
+            raise self.fail(("scaffold",), exc.message, hint=exc.hint or "") from None
         if Path(scaffold).is_absolute() or ".." in Path(scaffold).parts:
             raise self.fail(
                 ("scaffold",),
@@ -380,12 +385,19 @@ class _Validator:
     def _images(self, value: Any) -> dict[str, str]:
         at = ("images",)
         raw = self.mapping(value, at, IMAGE_KEYS)
-        return {
-            key: self.string(
+        images = {}
+        for key, image in raw.items():
+            text = self.string(
                 image, (*at, key), hint="an image reference, e.g. `mirror.example.com/postgres:17`"
             )
-            for key, image in raw.items()
-        }
+            # The grammar admits no space, quote, '#', '$' or newline: an image value cannot
+            # add YAML structure or a compose variable to the rendered file.
+            try:
+                check_image(text, where=None)
+            except UsageError as exc:
+                raise self.fail((*at, key), exc.message, hint=exc.hint or "") from None
+            images[key] = text
+        return images
 
     def _check_ports(self, config: Config) -> None:
         seen: dict[int, str] = {}

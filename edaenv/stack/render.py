@@ -152,7 +152,8 @@ def _context(config: Config) -> dict[str, Any]:
         "broker": config.broker,
         "ports": config.ports(),
         "services": services,
-        "image": config.image,
+        # Serialized, never pasted: an image such as `0` would otherwise come back as a number.
+        "image": lambda key: json.dumps(config.image(key)),
         "cluster_id": base64.urlsafe_b64encode(cluster).decode().rstrip("="),
         "healthcheck": healthcheck,
         "depends_on": depends_on,

@@ -1,0 +1,90 @@
+"""Values in edaenv.yaml cannot add structure to the rendered compose file (issue: compose
+injection through `images:` and `scaffold:`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from edaenv.config import parse_config
+from edaenv.errors import ConfigError
+from tests.conftest import run_edaenv
+
+INJECTION = (
+    "alpine\n  evil:\n    image: alpine\n    privileged: true\n    network_mode: host\n"
+    "    volumes: ['/:/host', '/var/run/docker.sock:/var/run/docker.sock']"
+)
+
+
+def config_text(image: str) -> str:
+    return "version: 1\nproject: shop\nbroker: nats\nimages:\n  broker: " + yaml.safe_dump(
+        image, default_style='"', width=10_000
+    )
+
+
+@pytest.mark.parametrize(
+    "image",
+    [INJECTION, "${HOME}/img", "foo: bar", "[a", "foo #c", "x\n", "Alpine:1", "a b"],
+)
+def test_an_image_that_is_not_a_reference_is_refused_with_its_line(image: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_text(image), Path("/repo/edaenv.yaml"), display="edaenv.yaml")
+    assert caught.value.where == "edaenv.yaml:5"
+    assert "is not an image reference" in caught.value.message
+    assert len(caught.value.message) < 120  # a long value is quoted short
+
+
+def test_the_injection_through_the_cli_exits_2_and_writes_nothing(project: Path) -> None:
+    assert run_edaenv("init", "--defaults", "--broker", "nats", cwd=project).code == 0
+    config = project / "edaenv.yaml"
+    config.write_text(config.read_text() + "\n" + config_text(INJECTION).split("\n", 3)[3])
+    compose = (project / "eda" / "compose.yaml").read_bytes()
+    result = run_edaenv("render", cwd=project)
+    assert result.code == 2, result.err
+    assert "is not an image reference" in result.err and "Traceback" not in result.err
+    assert (project / "eda" / "compose.yaml").read_bytes() == compose
+
+
+@pytest.mark.parametrize("scaffold", ["eda\ninclude: x", "eda #x", "../up", "/abs", "a/../b"])
+def test_a_scaffold_path_that_is_not_plain_is_refused(scaffold: str) -> None:
+    text = "version: 1\nproject: shop\nscaffold: " + yaml.safe_dump(scaffold, default_style='"')
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("/repo/edaenv.yaml"), display="edaenv.yaml")
+    assert caught.value.where == "edaenv.yaml:3"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=80))
+@example(INJECTION)
+@example("localhost:5000/a/b:1@sha256:" + "a" * 64)
+def test_any_accepted_image_renders_only_the_fragments_services(tmp_path_factory, image: str):
+    """Every input is refused with a located ConfigError or renders a compose file with exactly
+    the stack's services, its own image, and no privileges or host networking."""
+    from edaenv.stack.render import render_stack
+
+    root = tmp_path_factory.mktemp("repo")
+    (root / "eda").mkdir()
+    (root / "eda" / ".env").write_text(
+        "NATS_USER=app\nNATS_PASSWORD=p\nPOSTGRES_USER=app\nPOSTGRES_PASSWORD=p\n"
+        "POSTGRES_DB=app\nGRAFANA_ADMIN_PASSWORD=p\n"
+    )
+    text = config_text(image) + "components:\n  outbox: false\n  consumer: false\n"
+    try:
+        config = parse_config(text, root / "edaenv.yaml", display="edaenv.yaml")
+    except ConfigError as exc:
+        assert exc.where and exc.where.startswith("edaenv.yaml:")
+        return
+    compose = yaml.safe_load(render_stack(config)["compose.yaml"])
+    assert set(compose["services"]) == set(config.services())
+    assert compose["services"]["broker"]["image"] == image
+    for service in compose["services"].values():
+        assert not {"privileged", "network_mode", "cap_add", "pid", "ipc"} & set(service)
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:")
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            assert not source.startswith("/"), volume
