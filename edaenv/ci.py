@@ -105,13 +105,13 @@ def prepare(config: Config, *, unique: bool, port_offset: str | None) -> Prepare
         offset = auto_port_offset(stack_base_ports(config), taken=published_ports())
         variables["EDAENV_PORT_OFFSET"] = str(offset)
     elif port_offset is not None:
-        if not port_offset.isdigit():
-            raise UsageError(
-                f"'{port_offset}' is not a port offset",
-                where="--port-offset",
-                hint="a number such as 100, or `auto` for the first free one",
-            )
-        variables["EDAENV_PORT_OFFSET"] = port_offset
+        from edaenv.names import parse_port_offset
+
+        # Checked here, up front: an offset past the last port made every later step fail.
+        offset = parse_port_offset(
+            port_offset, "--port-offset", highest_port=max(stack_base_ports(config))
+        )
+        variables["EDAENV_PORT_OFFSET"] = str(offset)
     written = not config.env_file.exists()
     if written:
         write_env(config.env_file, fresh_secrets())

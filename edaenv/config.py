@@ -145,7 +145,15 @@ def load_config(path: Path | None = None) -> Config:
     path = find_config() if path is None else path
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check --config, or run `edaenv init`")
-    config = parse_config(path.read_text(encoding="utf-8"), path.resolve(), display=_display(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+            where=_display(path),
+            hint="save the file as UTF-8",
+        ) from None
+    config = parse_config(text, path.resolve(), display=_display(path))
     return environment_overrides(config, os.environ)
 
 
@@ -157,7 +165,8 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
     if project == config.project and not offset:
         return config
     check_project_name(project, where="EDAENV_PROJECT")
-    if offset and not offset.isdigit():
+    # ASCII digits only: str.isdigit() takes '²', which int() then refuses.
+    if offset and not re.fullmatch(r"[0-9]{1,5}", offset):
         raise ConfigError(
             f"'{offset}' is not a port offset",
             where="EDAENV_PORT_OFFSET",

@@ -46,7 +46,15 @@ def read_env(path: Path) -> dict[str, str]:
             hint="run `edaenv init --force` to create it (your files are kept)",
         )
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+            where=str(path),
+            hint="save the file as UTF-8, or delete it and run `edaenv init --force`",
+        ) from None
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -88,3 +88,27 @@ def test_any_accepted_image_renders_only_the_fragments_services(tmp_path_factory
         for volume in service.get("volumes", []):
             source = str(volume).split(":", 1)[0]
             assert not source.startswith("/"), volume
+
+
+def test_a_superscript_port_offset_is_a_located_error(project: Path) -> None:
+    assert run_edaenv("init", "--defaults", cwd=project).code == 0
+    result = run_edaenv("env", cwd=project, env={"EDAENV_PORT_OFFSET": "²"})
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "EDAENV_PORT_OFFSET: '²' is not a port offset" in result.err
+
+
+def test_ci_prepare_refuses_an_offset_past_the_last_port_up_front(project: Path) -> None:
+    assert run_edaenv("init", "--defaults", cwd=project).code == 0
+    result = run_edaenv("ci", "prepare", "--port-offset", "99999", cwd=project)
+    assert result.code == 2
+    assert "error: --port-offset: port offset 99999 puts a port at" in result.err
+
+
+@pytest.mark.parametrize("name", ["edaenv.yaml", "eda/.env"])
+def test_a_file_that_is_not_utf8_is_a_located_error(project: Path, name: str) -> None:
+    assert run_edaenv("init", "--defaults", cwd=project).code == 0
+    path = project / name
+    path.write_bytes(path.read_bytes() + b"\n# caf\xe9\n")
+    result = run_edaenv("env", cwd=project)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert "not UTF-8 text: byte 0xe9" in result.err and name.split("/")[-1] in result.err
