@@ -67,7 +67,9 @@ def endpoints(config: Config, secrets: dict[str, str] | None = None) -> list[End
 def environment(config: Config, secrets: dict[str, str] | None = None) -> dict[str, str]:
     """EDAENV_* variables for scripts and tests (credentials included)."""
     found = endpoints(config, secrets)
-    env = {"EDAENV_PROJECT": config.project, "EDAENV_BROKER": config.broker}
+    # EDAENV_COMPOSE_PROJECT, not EDAENV_PROJECT: `set -a; eval "$(edaenv env)"` exports these,
+    # and EDAENV_PROJECT would then override `project:` in every other repository's commands.
+    env = {"EDAENV_COMPOSE_PROJECT": config.project, "EDAENV_BROKER": config.broker}
     env.update({endpoint.variable: endpoint.url for endpoint in found})
     if config.broker in ("kafka", "redpanda"):
         env["EDAENV_KAFKA_BOOTSTRAP_SERVERS"] = env["EDAENV_BROKER_URL"]

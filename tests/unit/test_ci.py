@@ -136,7 +136,8 @@ def test_prepare_isolates_project_and_ports_and_env_honours_them(
     endpoints = run_edaenv("env", "--json", cwd=repo, env=variables)
     assert endpoints.code == 0, endpoints.err
     shown = json.loads(endpoints.out)
-    assert shown["EDAENV_PROJECT"] == f"{repo.name}-4242-2"
+    assert shown["EDAENV_COMPOSE_PROJECT"] == f"{repo.name}-4242-2"
+    assert "EDAENV_PROJECT" not in shown
     assert shown["EDAENV_BROKER_URL"].endswith(f"@127.0.0.1:{5672 + offset}/%2F")
 
 

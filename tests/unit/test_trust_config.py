@@ -41,7 +41,9 @@ def test_an_image_that_is_not_a_reference_is_refused_with_its_line(image: str) -
 def test_the_injection_through_the_cli_exits_2_and_writes_nothing(project: Path) -> None:
     assert run_edaenv("init", "--defaults", "--broker", "nats", cwd=project).code == 0
     config = project / "edaenv.yaml"
-    config.write_text(config.read_text() + "\n" + config_text(INJECTION).split("\n", 3)[3])
+    injected = config_text(INJECTION).split("\n", 3)[3]
+    lines = [line for line in config.read_text().splitlines() if not line.startswith("images:")]
+    config.write_text("\n".join(lines) + "\n" + injected)
     compose = (project / "eda" / "compose.yaml").read_bytes()
     result = run_edaenv("render", cwd=project)
     assert result.code == 2, result.err
@@ -112,3 +114,45 @@ def test_a_file_that_is_not_utf8_is_a_located_error(project: Path, name: str) ->
     result = run_edaenv("env", cwd=project)
     assert result.code == 2 and "Traceback" not in result.err, result.err
     assert "not UTF-8 text: byte 0xe9" in result.err and name.split("/")[-1] in result.err
+
+
+def test_an_alias_bomb_is_refused_at_once() -> None:
+    import time
+
+    bomb = "project: shop\nimages:\n  broker: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"x{n}: &a{n} [{', '.join(['*a' if n == 0 else f'*a{n - 1}'] * 9)}]\n" for n in range(18)
+    )
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bomb, Path("/repo/edaenv.yaml"), display="edaenv.yaml")
+    assert time.monotonic() - started < 1
+    assert caught.value.where == "edaenv.yaml:3"
+    assert "anchors and aliases" in caught.value.message
+
+
+def test_a_key_given_twice_is_refused_with_both_lines() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            "project: shop\nbroker: kafka\nbroker: nats\n",
+            Path("/repo/edaenv.yaml"),
+            display="edaenv.yaml",
+        )
+    assert str(caught.value) == "edaenv.yaml:3: key 'broker' is given twice (lines 2 and 3)"
+
+
+def test_env_exports_nothing_that_moves_another_repositorys_commands(tmp_path: Path) -> None:
+    """`set -a; eval "$(edaenv env)"` in one repository, then a command in another: it acts on
+    its own stack."""
+    import subprocess
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        subprocess.run(["git", "init", "-q", str(tmp_path / name)], check=True)
+        assert run_edaenv("init", "--defaults", cwd=tmp_path / name).code == 0
+    exported = dict(
+        line.split("=", 1) for line in run_edaenv("env", cwd=tmp_path / "first").out.splitlines()
+    )
+    assert "EDAENV_PROJECT" not in exported
+    exported = {k: v for k, v in exported.items() if not k.endswith("_URL")}
+    second = run_edaenv("env", "--json", cwd=tmp_path / "second", env=exported)
+    assert '"EDAENV_COMPOSE_PROJECT": "second"' in second.out
