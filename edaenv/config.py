@@ -443,7 +443,7 @@ def _refuse_anchors(text: str, display: str) -> None:
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ConfigError(
                 "YAML anchors and aliases (&name, *name) are not supported in edaenv.yaml",
-                where=f"{display}:{event.start_mark.line + 1}",
+                where=f"{display}:{event.start_mark.line + 1 if event.start_mark else 1}",
                 hint="write the value out in full",
             )
 
