@@ -145,16 +145,21 @@ def load_config(path: Path | None = None) -> Config:
     path = find_config() if path is None else path
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check --config, or run `edaenv init`")
+    text = read_utf8(path, where=_display(path), hint="save the file as UTF-8")
+    config = parse_config(text, path.resolve(), display=_display(path))
+    return environment_overrides(config, os.environ)
+
+
+def read_utf8(path: Path, *, where: str, hint: str) -> str:
+    """A file the user edits, as text; bytes that are not UTF-8 are a located error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}",
-            where=_display(path),
-            hint="save the file as UTF-8",
+            where=where,
+            hint=hint,
         ) from None
-    config = parse_config(text, path.resolve(), display=_display(path))
-    return environment_overrides(config, os.environ)
 
 
 def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:

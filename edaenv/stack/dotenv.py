@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from edaenv.config import read_utf8
 from edaenv.errors import ConfigError
 from edaenv.stack.files import commit_files
 
@@ -46,14 +47,11 @@ def read_env(path: Path) -> dict[str, str]:
             hint="run `edaenv init --force` to create it (your files are kept)",
         )
     values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}",
-            where=str(path),
-            hint="save the file as UTF-8, or delete it and run `edaenv init --force`",
-        ) from None
+    text = read_utf8(
+        path,
+        where=str(path),
+        hint="save the file as UTF-8, or delete it and run `edaenv init --force`",
+    )
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
