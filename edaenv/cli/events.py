@@ -155,21 +155,27 @@ def seed(
         )
     config = common.config()
     contract = publishing.find_contract(config, event_type)
-    if from_file is not None:
-        items: Any = read_jsonl(from_file)
-        if count is not None:
-            items = (item for _, item in zip(range(count), items, strict=False))
-    else:
-        assert count is not None
-        items = publishing.generated(contract, count, random_seed)
-    with console.status(f"checking the events against {contract.name}"):
-        batch = publishing.prepare(config, contract, items)
-    if not batch.messages:
-        raise UsageError(
-            f"{from_file} holds no events", where="--from-file", hint="one JSON object per line"
-        )
-    broker = None if via_outbox else _connect(config, batch)
+    # The broker first: an unreachable one fails in a second, not after generating everything.
+    broker = None if via_outbox else publishing.open_broker(config)
     try:
+        if from_file is not None:
+            items: Any = read_jsonl(from_file)
+            if count is not None:
+                items = (item for _, item in zip(range(count), items, strict=False))
+        else:
+            assert count is not None
+            items = publishing.generated(contract, count, random_seed)
+        with console.status(f"checking the events against {contract.name}"):
+            batch = publishing.prepare(config, contract, items)
+        if not batch.messages:
+            raise UsageError(
+                f"{from_file} holds no events",
+                where="--from-file",
+                hint="one JSON object per line",
+            )
+        if broker is not None:
+            publishing.check_sizes(batch, broker.max_message_bytes)
+            broker.ensure_topology([contract.topic])
         with console.progress(len(batch.messages), f"seeding {contract.name}") as advance:
             summary = publishing.seed(
                 broker,
