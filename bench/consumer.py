@@ -42,22 +42,28 @@ from outbox_support import (  # noqa: E402
 
 from edaenv.brokers.base import Message  # noqa: E402
 from edaenv.outbox.metrics import ConsumerMetrics  # noqa: E402
-from edaenv.outbox.runtime import prefer_io_threads  # noqa: E402
 
 
-def render_consumer(directory: Path) -> Any:
+def render_consumer(directory: Path) -> tuple[Any, str]:
+    """The scaffold's consumer module and its migrations' SQL (its table among them)."""
     subprocess.run(["git", "init", "-q"], cwd=directory, check=True)
     edaenv = Path(sys.executable).parent / "edaenv"
     subprocess.run(
         [str(edaenv), "init", "--defaults"], cwd=directory, check=True, capture_output=True
     )
+    migrations = sorted((directory / "eda" / "db" / "migrations").glob("*.sql"))
     spec = importlib.util.spec_from_file_location(
         "sample_consumer", directory / "eda" / "consumer" / "main.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return module, "\n".join(m.read_text() for m in migrations)
+
+
+def apply(url: str, sql: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type,unused-ignore]
 
 
 def adapter(bootstrap: str) -> Any:
@@ -106,23 +112,17 @@ def raw_consume(broker: Any, topic: str, n: int, batch: int) -> float:
     return n / elapsed
 
 
-def batched_inserts(url: str, messages: list[Message], batch: int, schema: str) -> float:
+def batched_inserts(url: str, messages: list[Message], batch: int) -> float:
     """The side-effect rows, one multi-row INSERT and commit per batch (as the consumer does)."""
     from psycopg.types.json import Jsonb
 
-    rows = [
-        {"event_id": m.attributes["id"], "order_id": m.key, "customer_id": "c-1", "total": 12.5}
-        for m in messages
-    ]
+    rows = [[m.attributes["id"], m.key, "c-1", "12.5"] for m in messages]
     with psycopg.connect(url) as conn:
-        conn.execute(schema)
-        conn.commit()
         started = time.perf_counter()
         for start in range(0, len(rows), batch):
             conn.execute(
                 "INSERT INTO order_confirmations (event_id, order_id, customer_id, total) "
-                "SELECT * FROM jsonb_to_recordset(%s) "
-                "AS r(event_id text, order_id text, customer_id text, total numeric)",
+                "SELECT r->>0, r->>1, r->>2, (r->>3)::numeric FROM jsonb_array_elements(%s) AS r",
                 [Jsonb(rows[start : start + batch])],
             )
             conn.commit()
@@ -173,10 +173,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    prefer_io_threads()  # as the consumer's main() does (the raw loops are single-threaded)
     bootstrap = kafka_bootstrap()
     with tempfile.TemporaryDirectory() as directory:
-        sample = render_consumer(Path(directory))
+        sample, migrations = render_consumer(Path(directory))
     topic = new_topic("bench-consumer")
     messages = events(topic, args.events)
     publisher = KafkaTestBroker(bootstrap)
@@ -197,8 +196,10 @@ def main() -> None:
     for _ in range(args.rounds):
         rates["consume"].append(raw_consume(broker, topic, args.events, args.batch))
         with fresh_database() as url:
-            rates["insert"].append(batched_inserts(url, messages, args.batch, sample.SCHEMA))
+            apply(url, migrations)
+            rates["insert"].append(batched_inserts(url, messages, args.batch))
         with fresh_database() as url:
+            apply(url, migrations)
             rate, processed, duplicates = idempotent(
                 sample, url, bootstrap, topic, args.events, args.batch
             )

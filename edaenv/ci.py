@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shlex
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from edaenv.config import BROKER_PORTS, SERVICE_PORTS, Config
 from edaenv.engine.preflight import port_free
 from edaenv.errors import EdaenvError, UsageError
+from edaenv.names import shown
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker
@@ -128,20 +131,121 @@ def git_root(start: Path) -> Path:
     return start
 
 
+# Actions pinned by commit (a tag can be moved to other code). Each SHA is the commit of the
+# release in the comment; update both together (Dependabot and Renovate do, keeping the comment).
+CHECKOUT = "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1"  # v7.0.1
+SETUP_PYTHON = "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97"  # v7.0.0
+UPLOAD_ARTIFACT = "actions/upload-artifact@043fb46d1a93c77aae656e7c1c64a875d1fc6a0a"  # v7.0.1
+ACTION_VERSIONS = {CHECKOUT: "v7.0.1", SETUP_PYTHON: "v7.0.0", UPLOAD_ARTIFACT: "v7.0.1"}
+# A requirement line naming edaenv (PEP 508: name, then extras, a version, a URL or a marker).
+EDAENV_REQUIREMENT = re.compile(r"(?im)^\s*edaenv\s*(?:[\[=<>~!@;]|$)")
+
+
+@dataclass(frozen=True)
+class Install:
+    """The workflow's install step, and what it depends on."""
+
+    command: str
+    requirement_file: Path | None = None  # the repository's file the command installs from
+    warning: str | None = None  # why the command may not work yet
+
+
+def install_step(config: Config, root: Path) -> Install:
+    """How CI installs edaenv: from the repository's requirement file naming it, else the way
+    this edaenv was installed (an index: that version; a URL: that URL; a path inside the
+    repository: that path), else this version from PyPI, with a warning."""
+    for candidate in _requirement_files(root):
+        if EDAENV_REQUIREMENT.search(candidate.read_text(encoding="utf-8", errors="replace")):
+            relative = os.path.relpath(candidate, config.root)
+            return Install(f"python -m pip install -r {shlex.quote(relative)}", candidate)
+    from edaenv import __version__
+
+    pinned = f"edaenv=={__version__}"
+    origin = _installed_from()
+    if origin is None:
+        return Install(f'python -m pip install "{pinned}"')
+    if "://" in origin and not origin.startswith("file://"):
+        return Install(f'python -m pip install "edaenv @ {origin}"')
+    local = Path(origin.removeprefix("file://"))
+    if local.is_relative_to(root):
+        return Install(f"python -m pip install {shlex.quote(os.path.relpath(local, config.root))}")
+    return Install(
+        f'python -m pip install "{pinned}"',
+        warning=f"edaenv runs here from {local}, outside this repository: the workflow installs "
+        f"{pinned} from PyPI, which works once that version is published",
+    )
+
+
+def _requirement_files(root: Path) -> list[Path]:
+    found = [*root.glob("*requirements*.txt"), *root.glob("requirements/*.txt")]
+    return sorted(path for path in found if path.is_file())
+
+
+def _installed_from() -> str | None:
+    """Where pip (or uv) got the running edaenv (PEP 610 direct_url.json): a VCS or archive URL,
+    a local path, or None when it came from a package index."""
+    from importlib import metadata
+
+    try:
+        raw = metadata.distribution("edaenv").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not raw:
+        return None
+    data = json.loads(raw)
+    url = str(data.get("url", ""))
+    vcs = data.get("vcs_info")
+    if vcs:
+        return f"{vcs.get('vcs', 'git')}+{url}@{vcs.get('commit_id', '')}".rstrip("@")
+    return url or None
+
+
 def github_workflow(
     config: Config,
     *,
     test_command: str = "pytest",
-    install: str = "pip install edaenv",
+    install: str | None = None,
     python: str = "3.12",
+    broker_matrix: bool = False,
 ) -> str:
+    """The workflow text. broker_matrix runs the job once per broker (fail-fast off): each job
+    sets `broker:` in edaenv.yaml on its own runner before anything starts."""
+    from edaenv.config import BROKERS
+
     root = git_root(config.root)
     subdir = os.path.relpath(config.root, root)
+    step = install_step(config, root) if install is None else Install(install)
     run_id = "${{ github.run_id }}-${{ github.run_attempt }}"
+    bundle_name = f"edaenv-bundle-{run_id}"
+    # The pip cache key: files in the repository (setup-python fails when none matches).
+    keyed = [os.path.relpath(config.path, root)]
+    if step.requirement_file is not None:
+        keyed.append(os.path.relpath(step.requirement_file, root))
     steps: list[dict[str, Any]] = [
-        {"uses": "actions/checkout@v5"},
-        {"uses": "actions/setup-python@v6", "with": {"python-version": python}},
-        {"name": "Install edaenv and the test dependencies", "run": install},
+        {"uses": CHECKOUT, "with": {"persist-credentials": False}},
+        {
+            "uses": SETUP_PYTHON,
+            "with": {
+                "python-version": python,
+                "cache": "pip",
+                "cache-dependency-path": "\n".join(keyed),
+            },
+        },
+    ]
+    if broker_matrix:
+        config_name = config.path.name
+        steps.append(
+            {
+                "name": "Use the broker of this matrix job",
+                "env": {"BROKER": "${{ matrix.broker }}"},
+                # grep: a config the sed did not change (broker: quoted, say) fails here.
+                "run": f'sed -i -E "s/^broker:[[:space:]]*[a-z]+/broker: $BROKER/" {config_name}\n'
+                f'grep -Eq "^broker: $BROKER([[:space:]]|$)" {config_name}\n',
+            }
+        )
+        bundle_name = f"edaenv-bundle-${{{{ matrix.broker }}}}-{run_id}"
+    steps += [
+        {"name": "Install edaenv and the test dependencies", "run": step.command},
         {
             "name": "Isolate the stack: unique project name, free ports, fresh secrets",
             "run": "edaenv ci prepare --unique --port-offset auto",
@@ -163,9 +267,9 @@ def github_workflow(
         {
             "name": "Upload the failure bundle",
             "if": "failure()",
-            "uses": "actions/upload-artifact@v6",
+            "uses": UPLOAD_ARTIFACT,
             "with": {
-                "name": f"edaenv-bundle-{run_id}",
+                "name": bundle_name,
                 "path": BUNDLE_DIR if subdir == "." else f"{subdir}/{BUNDLE_DIR}",
                 "if-no-files-found": "warn",
                 "retention-days": 14,
@@ -174,6 +278,8 @@ def github_workflow(
         {"name": "Tear down with volumes", "if": "always()", "run": "edaenv down --volumes"},
     ]
     job: dict[str, Any] = {"runs-on": "ubuntu-latest", "timeout-minutes": 30}
+    if broker_matrix:
+        job["strategy"] = {"fail-fast": False, "matrix": {"broker": list(BROKERS)}}
     if subdir != ".":
         job["defaults"] = {"run": {"working-directory": subdir}}
     job["steps"] = steps
@@ -187,15 +293,31 @@ def github_workflow(
         },
         "jobs": {"integration": job},
     }
-    import yaml
-
-    body = yaml.safe_dump(workflow, sort_keys=False, width=1000)
+    body = _dump(workflow)
+    # The version beside each pinned SHA, where Dependabot and Renovate look for it.
+    for action, version in ACTION_VERSIONS.items():
+        body = body.replace(f"uses: {action}\n", f"uses: {action} # {version}\n")
     services = ", ".join(config.services())
     return (
         f"{GENERATED_MARK} Edit freely: rerun with --force to regenerate.\n"
         f"# The stack ({config.broker}): {services}, from "
         f"{os.path.relpath(config.path, root)}.\n{body}"
     )
+
+
+def _dump(data: Any) -> str:
+    """YAML as people write workflows: multi-line values (scripts, path lists) as `|` blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style)  # YAML's style
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, width=1000)
 
 
 def write_workflow(path: Path, text: str, *, force: bool) -> None:
@@ -218,14 +340,19 @@ class BundleReport:
     files: list[Path] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
 
+    def note(self, part: str, problem: str) -> None:
+        self.problems[part] = "; ".join(filter(None, (self.problems.get(part), problem)))
+
 
 def write_bundle(
     config: Config, directory: Path, *, events: int = 50, log_lines: int = 2000
 ) -> BundleReport:
     """Everything that helps explain a failed run. Each part is collected on its own: a part
     that fails (the broker is down, say) is noted in summary.md and the rest is still written,
-    because the bundle runs exactly when things are broken."""
-    directory.mkdir(parents=True, exist_ok=True)
+    because the bundle runs exactly when things are broken. Nothing is written outside
+    `directory`, whatever a topic or a service is called."""
+    _make_directory(directory)
+    root = directory.resolve()
     report = BundleReport()
     parts: list[tuple[str, Callable[[], dict[str, str]]]] = [
         ("status", lambda: _status(config)),
@@ -240,18 +367,51 @@ def write_bundle(
         try:
             files = collect()
         except Exception as exc:  # a broken part must not lose the others
-            report.problems[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            text = str(exc) if isinstance(exc, EdaenvError) else f"{type(exc).__name__}: {exc}"
+            report.note(name, text.splitlines()[0][:300] if text else type(exc).__name__)
             continue
         for rel, content in files.items():
             path = directory / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
+            if not path.resolve().is_relative_to(root):
+                report.note(name, f"not written: {shown(rel)} would be outside {directory}")
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content, encoding="utf-8")
+            except OSError as exc:  # a full disk loses this file, not the summary's note
+                report.note(name, f"{rel}: {exc.strerror or exc}")
+                continue
             report.files.append(path)
             collected[rel] = content
     summary = directory / "summary.md"
-    summary.write_text(_summary(config, report, directory), encoding="utf-8")
+    try:
+        summary.write_text(_summary(config, report, directory, collected), encoding="utf-8")
+    except OSError as exc:
+        raise EdaenvError(
+            f"cannot write {summary}: {exc.strerror or exc}",
+            hint="free some space in that file system, or name another directory",
+        ) from None
     report.files.append(summary)
     return report
+
+
+def _make_directory(directory: Path) -> None:
+    """The bundle's directory, or a located error before anything is written."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(
+            f"{shown(str(directory))} is a file, not a directory",
+            where="DIR",
+            hint="name a new or existing directory for the bundle, e.g. `edaenv bundle "
+            f"{BUNDLE_DIR}`",
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the directory {shown(str(directory))}: {exc.strerror or exc}",
+            where="DIR",
+            hint=f"name a directory you can write to, e.g. `edaenv bundle {BUNDLE_DIR}`",
+        ) from None
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -284,20 +444,19 @@ def _faults(config: Config) -> dict[str, str]:
     return {"faults.json": json.dumps(data, indent=2, sort_keys=True) + "\n"}
 
 
-def _database_url(config: Config) -> str:
-    from edaenv.engine.endpoints import environment
-
-    return environment(config)["EDAENV_DATABASE_URL"]
-
-
 def _outbox(config: Config, limit: int) -> dict[str, str]:
-    if not config.has("postgres"):
+    from edaenv.brokers.registry import database_url
+
+    try:
+        # The database `publish --via-outbox` writes to: EDAENV_DATABASE_URL wins.
+        url = database_url(config)
+    except UsageError:  # postgres is off and no database is named: there is no outbox
         return {}
     import psycopg
 
     from edaenv.outbox import stuck
 
-    with psycopg.connect(_database_url(config), connect_timeout=5, client_encoding="UTF8") as conn:
+    with psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn:
         backlog, oldest = conn.execute(
             "SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM outbox "
             "WHERE published_at IS NULL"
@@ -337,31 +496,41 @@ def _outbox(config: Config, limit: int) -> dict[str, str]:
 
 
 def _events(config: Config, limit: int) -> dict[str, str]:
+    """The last events and dead letters of each topic, and how many each holds (topics.json,
+    for the summary)."""
     from edaenv.events.contracts import load_contracts, topics
     from edaenv.faults.messages import dead_letter_topic, open_broker
 
     files = {}
+    counts: dict[str, dict[str, int | str]] = {}
     broker = open_broker(config)
     try:
         for topic in topics(load_contracts(config.scaffold_dir / "events")):
             dead = dead_letter_topic(config, topic)
+            counts[topic] = {}
             for kind, name in (("events", topic), ("dead-letters", dead)):
                 try:
-                    last = _last(broker, name, limit)
+                    last, total = _last(broker, name, limit)
                 except EdaenvError as exc:  # e.g. no dead letter yet: keep the other topics
                     files[f"{kind}/{topic}.error.txt"] = f"{exc}\n"
+                    counts[topic][kind] = str(exc).splitlines()[0][:200]
                     continue
                 files[f"{kind}/{topic}.jsonl"] = _jsonl(last)
+                counts[topic][kind] = total
     finally:
         broker.close()
+    files["topics.json"] = json.dumps(counts, indent=2, sort_keys=True) + "\n"
     return files
 
 
-def _last(broker: Broker, name: str, limit: int) -> list[dict[str, Any]]:
-    """The last `limit` events of a topic by CloudEvents time. Partitions are read one after
-    the other, so the last ones read are not the last ones sent: keep the last of each."""
+def _last(broker: Broker, name: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The last `limit` events of a topic by CloudEvents time, and how many there are.
+    Partitions are read one after the other, so the last ones read are not the last ones
+    sent: keep the last of each."""
     last: dict[str, deque[dict[str, Any]]] = {}
+    total = 0
     for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
+        total += 1
         partition = str(delivery.position.get("partition", ""))
         last.setdefault(partition, deque(maxlen=limit)).append(
             {
@@ -375,7 +544,7 @@ def _last(broker: Broker, name: str, limit: int) -> list[dict[str, Any]]:
         )
     merged = [event for events in last.values() for event in events]
     merged.sort(key=lambda event: str(event["attributes"].get("time", "")))
-    return merged[-limit:]
+    return merged[-limit:], total
 
 
 def _traces(config: Config, collected: dict[str, str]) -> dict[str, str]:
@@ -409,34 +578,48 @@ def _traces(config: Config, collected: dict[str, str]) -> dict[str, str]:
     return {"traces.json": json.dumps(rows, indent=2) + "\n"}
 
 
-def _summary(config: Config, report: BundleReport, directory: Path) -> str:
+def _summary(
+    config: Config, report: BundleReport, directory: Path, collected: dict[str, str]
+) -> str:
+    """summary.md: what a person reads first, in words and numbers, from what this run
+    collected (not from files an earlier run left in the directory)."""
     lines = [f"# edaenv failure bundle: {config.project} ({config.broker})", ""]
-    status = directory / "status.json"
-    if status.is_file():
+    if "status.json" in collected:
+        states = json.loads(collected["status.json"])
         lines += ["## Services", ""]
-        for state in json.loads(status.read_text(encoding="utf-8")):
+        for state in states:
             health = state["health"] or state["state"]
             lines.append(f"- {state['service']}: {state['state']} ({health})")
+        lines += [] if states else ["- none running"]
         lines.append("")
-    outbox = directory / "outbox.json"
-    if outbox.is_file():
-        data = json.loads(outbox.read_text(encoding="utf-8"))
+    if "outbox.json" in collected:
+        data = json.loads(collected["outbox.json"])
+        age = data["oldest_unpublished_age_s"]
+        processed = data["processed_events"]
         lines += [
             "## Outbox",
             "",
             f"- unpublished rows: {data['backlog']}",
-            f"- oldest unpublished: {data['oldest_unpublished_age_s']} s",
-            f"- processed events: {data['processed_events']}",
+            f"- oldest unpublished: {f'{age:.1f} s ago' if age is not None else 'none'}",
+            "- processed events: "
+            + (", ".join(f"{n} by {c}" for c, n in sorted(processed.items())) or "none"),
             f"- rows the relay cannot publish: {data['stuck']['total']}",
         ]
         for row in data["stuck"]["rows"]:
             lines.append(f"  - {row['id']} ({row['event_type']}): {row['reason']}: {row['detail']}")
         lines.append("")
-    faults = directory / "faults.json"
-    if faults.is_file():
-        active = json.loads(faults.read_text(encoding="utf-8"))["active"]
+    if "topics.json" in collected:
+        lines += ["## Topics", ""]
+        for topic, counts in json.loads(collected["topics.json"]).items():
+            events, dead = counts.get("events"), counts.get("dead-letters")
+            lines.append(f"- {topic}: {_count(events, 'event')}, {_count(dead, 'dead letter')}")
+        lines.append("")
+    if "faults.json" in collected:
+        active = json.loads(collected["faults.json"])["active"]
         lines += ["## Active faults", ""]
-        lines += [f"- {f['id']}: {f['kind']} {f.get('target', '')}" for f in active] or ["- none"]
+        lines += [f"- {f['id']}: {f['kind']} {f.get('target') or ''}".rstrip() for f in active] or [
+            "- none"
+        ]
         lines.append("")
     lines += ["## Files", ""]
     lines += [f"- {p.relative_to(directory)}" for p in sorted(report.files)]
@@ -444,3 +627,10 @@ def _summary(config: Config, report: BundleReport, directory: Path) -> str:
         lines += ["", "## Not collected", ""]
         lines += [f"- {name}: {problem}" for name, problem in report.problems.items()]
     return "\n".join(lines) + "\n"
+
+
+def _count(value: int | str | None, noun: str) -> str:
+    """`3 dead letters`, or why there is no number."""
+    if isinstance(value, int):
+        return f"{value} {noun}{'' if value == 1 else 's'}"
+    return f"{noun}s not read ({value})" if value else f"{noun}s not read"

@@ -41,7 +41,7 @@ IMAGE_NAME_MAX = 255
 SHOWN_MAX = 60
 
 
-def shown(value: str) -> str:
+def shown(value: object) -> str:
     """A user's value as a message quotes it: repr (control characters visible), cut short."""
     text = repr(value)
     return text if len(text) <= SHOWN_MAX else f"{text[: SHOWN_MAX - 5]}...{text[-1]}"

@@ -155,7 +155,10 @@ def seed(
         )
     config = common.config()
     contract = publishing.find_contract(config, event_type)
-    # The broker first: an unreachable one fails in a second, not after generating everything.
+    # The destination first: an unreachable one fails in a second, not after generating
+    # everything.
+    if via_outbox:
+        publishing.check_outbox(config)
     broker = None if via_outbox else publishing.open_broker(config)
     try:
         if from_file is not None:
@@ -255,6 +258,7 @@ def tail(
     nothing taken from any queue."""
     from edaenv import console
     from edaenv.events import publishing
+    from edaenv.names import shown
 
     if limit is not None and limit < 1:
         raise UsageError(
@@ -264,7 +268,7 @@ def tail(
     name = topic or publishing.default_topic(config)
     as_json = json_ or not console.stdout_is_terminal()
     broker = publishing.open_broker(config)
-    shown = 0
+    count = 0
     # Following, each line goes out at once; otherwise lines are written in blocks.
     lines: list[str] = []
     block = 1 if follow else 500
@@ -281,16 +285,16 @@ def tail(
                     _write(lines)
             else:
                 _show(publishing.record(delivery))
-            shown += 1
-            if limit is not None and shown >= limit:
+            count += 1
+            if limit is not None and count >= limit:
                 break
     except KeyboardInterrupt:
         pass
     finally:
         _write(lines)
         broker.close()
-    if not as_json and not shown and not follow:
-        console.info(f"no events on '{name}'")
+    if not as_json and not count and not follow:
+        console.info(f"no events on {shown(name)}")
 
 
 def _connect(config: Any, batch: Batch) -> Broker:
@@ -308,7 +312,9 @@ def _connect(config: Any, batch: Batch) -> Broker:
 
 
 def _read_data(stdin: str | None, data: str | None, file: Path | None) -> tuple[str, Any]:
+    from edaenv.config import read_utf8
     from edaenv.events.validate import parse_json
+    from edaenv.names import shown
 
     given = [
         name
@@ -326,14 +332,23 @@ def _read_data(stdin: str | None, data: str | None, file: Path | None) -> tuple[
     if stdin is not None:
         if stdin != "-":
             raise UsageError(
-                f"unexpected argument '{stdin}'",
+                f"unexpected argument {shown(stdin)}",
                 where="[-]",
                 hint="only `-` (read the data from stdin) may follow TYPE",
             )
-        return "stdin", parse_json(sys.stdin.read(), "stdin")
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start}",
+                where="stdin",
+                hint="send the data as UTF-8",
+            ) from None
+        return "stdin", parse_json(text, "stdin")
     if file is not None:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_utf8(file, where=str(file), hint="save the file as UTF-8")
         except OSError as exc:
             raise UsageError(
                 f"cannot read {file}: {exc.strerror}", where="--file", hint="check the path"

@@ -321,9 +321,17 @@ def prepare(
 def github(
     test_command: Annotated[str, typer.Option(help="The project's test command.")] = "pytest",
     install: Annotated[
-        str, typer.Option(help="Install step: edaenv and the project's test dependencies.")
-    ] = "pip install edaenv",
+        str | None,
+        typer.Option(
+            help="Install step: edaenv and the project's test dependencies (default: `pip "
+            "install -r` of the repository's requirements file naming edaenv, else edaenv as "
+            "it is installed here)."
+        ),
+    ] = None,
     python: Annotated[str, typer.Option(help="Python version on the runner.")] = "3.12",
+    broker_matrix: Annotated[
+        bool, typer.Option("--broker-matrix", help="Run the job once per broker.")
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -337,10 +345,18 @@ def github(
     """Write a GitHub Actions workflow: stack up with --wait on free ports, the tests, a failure
     bundle as an artifact on failure, and always a teardown with volumes."""
     from edaenv import console
-    from edaenv.ci import WORKFLOW_PATH, git_root, github_workflow, write_workflow
+    from edaenv.ci import WORKFLOW_PATH, git_root, github_workflow, install_step, write_workflow
 
     config = common.config()
-    text = github_workflow(config, test_command=test_command, install=install, python=python)
+    if install is None and (warning := install_step(config, git_root(config.root)).warning):
+        console.warn(warning, hint="name edaenv in a requirements file, or pass --install")
+    text = github_workflow(
+        config,
+        test_command=test_command,
+        install=install,
+        python=python,
+        broker_matrix=broker_matrix,
+    )
     if stdout:
         console.plain(text)
         return

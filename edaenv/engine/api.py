@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from edaenv.engine.status import ENGINE_HINT, EngineUnreachable, docker_client, engine_address
+from edaenv.engine import discovery
+from edaenv.engine.status import ENGINE_HINT, EngineUnreachable, docker_client
 
 
 class Engine(Protocol):
@@ -36,17 +37,16 @@ class Events(Protocol):
 
 
 def connect(timeout: float = 10) -> Engine:
-    """The engine at DOCKER_HOST (or the default socket), checked with a ping."""
-    address = engine_address()
+    """The engine the docker CLI would use (engine/discovery.py), checked with a ping."""
+    endpoint = discovery.discover()
+    address = endpoint.host
     if not address.startswith("unix://"):
         return _SdkEngine(timeout)
     engine = _UnixEngine(address[len("unix://") :], timeout)
     try:
         status, body = engine.request("/_ping")
     except OSError as exc:
-        raise EngineUnreachable(
-            f"no Docker engine answers at {address}: {exc.strerror or exc}", hint=ENGINE_HINT
-        ) from None
+        raise discovery.unreachable(endpoint, str(exc.strerror or exc)) from None
     if status != 200:
         raise EngineUnreachable(
             f"the Docker engine at {address} answers {status} {body[:100]!r}", hint=ENGINE_HINT

@@ -52,7 +52,14 @@ def render_if_changed(config: Config) -> bool:
 
 def _inputs(config: Config) -> str:
     # Not repr(config): a frozenset's order changes from one process to the next.
-    fields = {**dataclasses.asdict(config), "components": sorted(config.components)}
+    from edaenv import __version__
+
+    fields = {
+        **dataclasses.asdict(config),
+        "components": sorted(config.components),
+        # An upgrade can change a default image (config.py) with no input of the user's changed.
+        "edaenv": __version__,
+    }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     sources = [
         *sorted(fragments_dir().rglob("*")),
@@ -61,6 +68,8 @@ def _inputs(config: Config) -> str:
         *sorted((PACKAGE / "stack").glob("*.py")),
         *sorted((PACKAGE / "events").glob("*.py")),
         PACKAGE / "engine" / "volumes.py",
+        PACKAGE / "config.py",
+        PACKAGE / "names.py",
     ]
     for path in sources:
         digest.update(f"\0{path}\0".encode())

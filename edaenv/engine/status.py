@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,22 +28,18 @@ class EngineUnreachable(EngineError):
     exit_code = 4
 
 
-def engine_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
 def docker_client(timeout: float = 10) -> DockerClient:
-    import docker
     from docker.errors import DockerException
 
+    from edaenv.engine import discovery
+
+    endpoint = discovery.discover()  # as the docker CLI: DOCKER_HOST, context, default socket
     try:
-        client = docker.from_env(timeout=timeout)
+        client = discovery.client(endpoint, timeout)
         client.ping()
     except DockerException as exc:
         reason = str(exc).split(" (Caused by")[0]
-        raise EngineUnreachable(
-            f"no Docker engine answers at {engine_address()}: {reason}", hint=ENGINE_HINT
-        ) from None
+        raise discovery.unreachable(endpoint, reason) from None
     return client
 
 

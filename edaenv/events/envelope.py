@@ -10,6 +10,7 @@ Names of the headers follow each protocol binding: Kafka `ce_<attr>` with `conte
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Iterable, Mapping
@@ -78,8 +79,11 @@ NATS = Binding("ce-", "content-type")
 
 
 # Ids and trace contexts come from a generator seeded by the OS (random.Random seeds itself
-# from os.urandom): unique across processes, and ~4x cheaper per event than uuid.uuid4().
+# from os.urandom): unique across processes, and ~4x cheaper per event than uuid.uuid4(). A
+# forked child inherits the parent's state and would mint the parent's next ids (a consumer
+# then drops real events as duplicates): it seeds itself again from the OS.
 _random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _clock: list[Any] = [0, ""]
 

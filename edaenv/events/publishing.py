@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edaenv.config import Config
-from edaenv.errors import BrokerError, UsageError
+from edaenv.errors import BrokerError, ContractError, UsageError
+from edaenv.events import jsondata
 from edaenv.events.contracts import Contract, load_contracts, topics
 from edaenv.events.envelope import CORRELATION_ID, TRACEPARENT, Envelope, aggregate_id, outbox_row
 from edaenv.events.validate import Validator
+from edaenv.names import shown
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker, Message
@@ -49,7 +51,7 @@ def find_contract(config: Config, name: str) -> Contract:
     close = difflib.get_close_matches(name, names, n=1)
     guess = f"did you mean '{close[0]}'? " if close else ""
     raise UsageError(
-        f"unknown event type '{name}'",
+        f"unknown event type {shown(name)}",
         where="TYPE",
         hint=f"{guess}contracts: {', '.join(c.name for c in every)}",
     )
@@ -64,7 +66,7 @@ def parse_headers(pairs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise UsageError(
-                f"'{pair}' is not NAME=VALUE",
+                f"{shown(pair)} is not NAME=VALUE",
                 where="--header",
                 hint="e.g. --header correlationid=order-flow-42",
             )
@@ -101,6 +103,14 @@ def prepare(
     validator = validator or Validator(contract)
     batch = Batch(contract)
     for where, data in items:
+        # Encoded first: NaN, Infinity and nesting too deep are refused with their pointer
+        # (they would pass the schema and go out as JSON nobody can parse).
+        try:
+            body = jsondata.encode(data)
+        except jsondata.BadJson as bad:
+            raise UsageError(
+                bad.message, where=f"{where}#{bad.pointer}", hint=f"{bad.hint}; nothing was sent"
+            ) from None
         validator.check(data, where)
         message_key = key or aggregate_id(contract, data)
         if message_key is None:
@@ -110,7 +120,7 @@ def prepare(
                 where=where,
                 hint=f'add "{contract.key}" to the data, or pass --key',
             )
-        batch.messages.append(envelope.message(data, message_key))
+        batch.messages.append(envelope.message(data, message_key, body=body))
         batch.wheres.append(where)
     return batch
 
@@ -199,32 +209,47 @@ def _otlp_endpoint(config: Config) -> str | None:
 
 def write_outbox(config: Config, batch: Batch) -> int:
     """Insert the events into the outbox in one transaction, for the relay to publish."""
+    rows = [outbox_row(m, batch.contract) for m in batch.messages]
+    with (
+        _outbox(config) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY outbox (id, aggregate_type, aggregate_id, event_type, payload, headers) "
+            "FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                (
+                    row["id"],
+                    row["aggregate_type"],
+                    row["aggregate_id"],
+                    row["event_type"],
+                    row["payload"],
+                    row["headers"],
+                )
+            )
+    return len(rows)
+
+
+def check_outbox(config: Config) -> None:
+    """The outbox table answers: `seed --via-outbox` checks it before generating anything."""
+    with _outbox(config) as conn:
+        conn.execute("SELECT 1 FROM outbox LIMIT 0")
+
+
+@contextmanager
+def _outbox(config: Config) -> Iterator[Any]:
+    """A connection to the database of the outbox (EDAENV_DATABASE_URL wins), committed at
+    the end; a missing table or an unreachable server is the user's to fix."""
     import psycopg
 
     from edaenv.brokers.registry import database_url
 
     url = database_url(config)
-    rows = [outbox_row(m, batch.contract) for m in batch.messages]
     try:
-        with (
-            psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn,
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY outbox (id, aggregate_type, aggregate_id, event_type, payload, "
-                "headers) FROM STDIN"
-            ) as copy,
-        ):
-            for row in rows:
-                copy.write_row(
-                    (
-                        row["id"],
-                        row["aggregate_type"],
-                        row["aggregate_id"],
-                        row["event_type"],
-                        row["payload"],
-                        row["headers"],
-                    )
-                )
+        with psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn:
+            yield conn
     except psycopg.errors.UndefinedTable:
         raise UsageError(
             "the database has no outbox table",
@@ -236,7 +261,6 @@ def write_outbox(config: Config, batch: Batch) -> int:
             f"cannot reach postgres at {where}: {str(exc).strip().splitlines()[0]}",
             hint="is the stack up? run `edaenv up`, or `edaenv status`",
         ) from None
-    return len(rows)
 
 
 # --- seed -----------------------------------------------------------------------------------------
@@ -281,7 +305,17 @@ def generated(contract: Contract, count: int, seed: int | None) -> Iterator[tupl
     make = generator(contract)
     rng = random.Random(seed)
     for number in range(1, count + 1):
-        yield f"generated event {number}", make(rng)
+        try:
+            data = make(rng)
+        except (ArithmeticError, ValueError, IndexError, TypeError, RecursionError) as exc:
+            # A valid schema the generator follows wrongly (it knows the common keywords only).
+            raise ContractError(
+                f"cannot generate data for {contract.name}: {type(exc).__name__}: "
+                f"{shown(str(exc))}",
+                where=str(contract.path),
+                hint="seed from your own examples with --from-file FILE.jsonl",
+            ) from None
+        yield f"generated event {number}", data
 
 
 def seed(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +11,9 @@ from typing import Any
 from uuid import UUID
 
 from edaenv.errors import ContractError, UsageError
+from edaenv.events import jsondata
 from edaenv.events.contracts import Contract
+from edaenv.names import shown
 
 
 class Validator:
@@ -27,10 +28,16 @@ class Validator:
         except jsonschema.SchemaError as exc:
             pointer = _pointer(exc.absolute_path)
             raise ContractError(
-                f"the contract itself is not a valid JSON Schema: {exc.message}",
+                f"the contract itself is not a valid JSON Schema: {_short(exc.message)}",
                 where=f"{contract.path}#{pointer}",
                 hint="fix the schema; https://json-schema.org/understanding-"
                 "json-schema/ lists the keywords",
+            ) from None
+        except RecursionError:
+            raise ContractError(
+                "the schema is nested too deeply to check",
+                where=str(contract.path),
+                hint="flatten it: move nested schemas to $defs and refer to them with $ref",
             ) from None
         self.contract = contract
         self._validator = cls(contract.schema, format_checker=cls.FORMAT_CHECKER)
@@ -41,7 +48,10 @@ class Validator:
     def is_valid(self, data: Any) -> bool:
         if self._fast is not None:
             return self._fast(data)
-        return bool(self._validator.is_valid(data))
+        try:
+            return bool(self._validator.is_valid(data))
+        except RecursionError:  # a recursive schema and data nested as deep: not acceptable
+            return False
 
     def check(self, data: Any, where: str) -> None:
         """Raise ContractError naming the JSON pointer and the rule of the first violation."""
@@ -60,14 +70,17 @@ class Validator:
 
         if self._fast is not None and self._fast(data):
             return None
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        try:
+            error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        except RecursionError:
+            return Violation("", "depth", "", "nested too deeply to check against the schema")
         if error is None:
             return None
         return Violation(
             pointer=_pointer(error.absolute_path),
             rule=str(error.validator),
             schema_pointer=_pointer(error.schema_path),
-            message=error.message,
+            message=_message(error),
         )
 
 
@@ -83,6 +96,7 @@ class Violation:
 
 
 Check = Callable[[Any], bool]
+MESSAGE_MAX = 300
 ANNOTATIONS = {
     "$schema",
     "$id",
@@ -127,9 +141,14 @@ def _compile(schema: Any) -> Check | None:
     lines = ["def check(v0):"]
     try:
         _emit(schema, 0, 1, lines, constants)
-    except _Unsupported:
+    except (_Unsupported, RecursionError):
         return None
     lines.append("    return True")
+    # Python refuses code nested too deeply (100 indents, 20 loops): jsonschema checks those.
+    try:
+        code = compile("\n".join(lines), "<contract>", "exec")
+    except (SyntaxError, RecursionError, MemoryError):
+        return None
     namespace: dict[str, Any] = {
         "K": constants,
         "_multiple": _multiple,
@@ -137,7 +156,7 @@ def _compile(schema: Any) -> Check | None:
         "_in_enum": _in_enum,
     }
     # Only the templates above become source; every value from the schema is a K[i] constant.
-    exec("\n".join(lines), namespace)
+    exec(code, namespace)
     check: Check = namespace["check"]
     return check
 
@@ -251,13 +270,31 @@ def _is_uuid(text: str) -> bool:
     return len(text) > 23 and all(text[i] == "-" for i in (8, 13, 18, 23))
 
 
+def _message(error: Any) -> str:
+    """jsonschema's message with the offending value quoted short: a rejected 10 MB string
+    must not come back in full."""
+    text = str(error.message)
+    quoted = repr(error.instance)
+    if len(quoted) > len(shown(error.instance)):
+        text = text.replace(quoted, shown(error.instance))
+    return _short(text)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MESSAGE_MAX else f"{text[: MESSAGE_MAX - 3]}..."
+
+
 def parse_json(text: str, where: str) -> Any:
+    """The event data of an argument, a file or stdin: strict JSON (jsondata), errors at
+    `where` (with the line when the text has several) and the JSON pointer."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        at = f":{exc.lineno}" if "\n" in text.strip() else ""
+        return jsondata.parse(text)
+    except jsondata.BadJson as bad:
+        if bad.line is None:
+            raise UsageError(bad.message, where=f"{where}#{bad.pointer}", hint=bad.hint) from None
+        at = f":{bad.line}" if "\n" in text.strip() else ""
         raise UsageError(
-            f"not valid JSON: {exc.msg} (column {exc.colno})",
+            f"{bad.message} (column {bad.column})",
             where=f"{where}{at}",
             hint='quote keys and strings with ", no trailing commas; e.g. \'{"orderId": "..."}\'',
         ) from None
@@ -266,29 +303,40 @@ def parse_json(text: str, where: str) -> Any:
 def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, data) of every non-blank line: where is `file:line`."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise UsageError(
             f"cannot read {path}: {exc.strerror}", where="--from-file", hint="check the path"
         ) from None
     with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
                 continue
             where = f"{_display(path)}:{number}"
             try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
                 raise UsageError(
-                    f"not valid JSON: {exc.msg} (column {exc.colno})",
+                    f"not UTF-8 text: byte {raw[exc.start]:#04x} at column {exc.start + 1}",
+                    where=where,
+                    hint="save the file as UTF-8; nothing was published",
+                ) from None
+            try:
+                yield where, jsondata.parse(line)
+            except jsondata.BadJson as bad:
+                if bad.line is None:
+                    raise UsageError(
+                        bad.message, where=f"{where}#{bad.pointer}", hint=bad.hint
+                    ) from None
+                raise UsageError(
+                    f"{bad.message} (column {bad.column})",
                     where=where,
                     hint="one JSON object per line (JSON Lines); nothing was published",
                 ) from None
 
 
 def _pointer(parts: Any) -> str:
-    """An RFC 6901 JSON pointer; the whole document is ''."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return jsondata.pointer(parts)
 
 
 def _display(path: Path) -> str:

@@ -109,11 +109,16 @@ def test_sample_consumer_on_every_broker(name: str, db: str, tmp_path: Path) -> 
     import subprocess
     import sys
 
+    import psycopg
+
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     edaenv = Path(sys.executable).parent / "edaenv"
     subprocess.run(
         [str(edaenv), "init", "--defaults"], cwd=tmp_path, check=True, capture_output=True
     )
+    with psycopg.connect(db, autocommit=True) as conn:  # the consumer's table
+        for migration in sorted((tmp_path / "eda/db/migrations").glob("*.sql")):
+            conn.execute(migration.read_text())  # type: ignore[arg-type,unused-ignore]
     spec = importlib.util.spec_from_file_location("sample", tmp_path / "eda/consumer/main.py")
     assert spec is not None and spec.loader is not None
     sample: Any = importlib.util.module_from_spec(spec)

