@@ -445,18 +445,17 @@ def _faults(config: Config) -> dict[str, str]:
 
 
 def _outbox(config: Config, limit: int) -> dict[str, str]:
-    from edaenv.brokers.registry import database_url
+    from edaenv.brokers.registry import connect_database, database_url
 
     try:
         # The database `publish --via-outbox` writes to: EDAENV_DATABASE_URL wins.
         url = database_url(config)
     except UsageError:  # postgres is off and no database is named: there is no outbox
         return {}
-    import psycopg
 
     from edaenv.outbox import stuck
 
-    with psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn:
+    with connect_database(url) as conn:
         backlog, oldest = conn.execute(
             "SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM outbox "
             "WHERE published_at IS NULL"

@@ -134,9 +134,9 @@ class EdaenvStack:
         return publish_one(self.config, event, data, key=key)
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
+        from edaenv.brokers.registry import connect_database
 
-        with psycopg.connect(self.database_url, connect_timeout=5, client_encoding="UTF8") as conn:
+        with connect_database(self.database_url) as conn:
             cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description else []
 

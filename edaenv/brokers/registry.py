@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edaenv.brokers.base import Endpoint
 from edaenv.errors import UsageError
 
 if TYPE_CHECKING:
+    import psycopg
+
     from edaenv.brokers.base import Broker
     from edaenv.config import Config
 
@@ -40,6 +42,14 @@ def database_url(config: Config) -> str:
     from edaenv.engine.endpoints import environment
 
     return environment(config)["EDAENV_DATABASE_URL"]
+
+
+def connect_database(url: str, *, timeout: int = 5) -> psycopg.Connection[Any]:
+    """A host-side connection to the stack's Postgres. Text always comes as UTF-8: against a
+    database created with encoding SQL_ASCII, psycopg would otherwise give text as bytes."""
+    import psycopg
+
+    return psycopg.connect(url, connect_timeout=timeout, client_encoding="UTF8")
 
 
 def dead_letter_source(broker: str, topic: str) -> str:

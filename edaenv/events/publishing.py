@@ -244,11 +244,11 @@ def _outbox(config: Config) -> Iterator[Any]:
     the end; a missing table or an unreachable server is the user's to fix."""
     import psycopg
 
-    from edaenv.brokers.registry import database_url
+    from edaenv.brokers.registry import connect_database, database_url
 
     url = database_url(config)
     try:
-        with psycopg.connect(url, connect_timeout=5, client_encoding="UTF8") as conn:
+        with connect_database(url) as conn:
             yield conn
     except psycopg.errors.UndefinedTable:
         raise UsageError(

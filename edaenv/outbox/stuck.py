@@ -197,14 +197,12 @@ def read_stack(config: Config, limit: int = 50) -> Report | None:
     database does not answer (status shows postgres' own state then)."""
     import psycopg
 
-    from edaenv.brokers.registry import database_url
+    from edaenv.brokers.registry import connect_database, database_url
 
     if not (config.has("outbox") and config.has("postgres")):
         return Report(0, [])
     try:
-        with psycopg.connect(
-            database_url(config), connect_timeout=3, client_encoding="UTF8"
-        ) as conn:
+        with connect_database(database_url(config), timeout=3) as conn:
             return report(conn, limit)
     except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege):
         return None
