@@ -152,11 +152,15 @@ def load_config(path: Path | None = None) -> Config:
 
 def read_utf8(path: Path, *, where: str, hint: str) -> str:
     """A file the user edits, as text; bytes that are not UTF-8 are a located error."""
+    return decode_utf8(path.read_bytes(), where=where, hint=hint)
+
+
+def decode_utf8(raw: bytes, *, where: str, hint: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}",
+        raise UsageError(
+            f"not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start}",
             where=where,
             hint=hint,
         ) from None

@@ -312,7 +312,7 @@ def _connect(config: Any, batch: Batch) -> Broker:
 
 
 def _read_data(stdin: str | None, data: str | None, file: Path | None) -> tuple[str, Any]:
-    from edaenv.config import read_utf8
+    from edaenv.config import decode_utf8, read_utf8
     from edaenv.events.validate import parse_json
     from edaenv.names import shown
 
@@ -336,15 +336,7 @@ def _read_data(stdin: str | None, data: str | None, file: Path | None) -> tuple[
                 where="[-]",
                 hint="only `-` (read the data from stdin) may follow TYPE",
             )
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(
-                f"not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start}",
-                where="stdin",
-                hint="send the data as UTF-8",
-            ) from None
+        text = decode_utf8(sys.stdin.buffer.read(), where="stdin", hint="send the data as UTF-8")
         return "stdin", parse_json(text, "stdin")
     if file is not None:
         try:

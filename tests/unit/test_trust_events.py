@@ -437,6 +437,22 @@ def test_a_data_file_that_is_not_utf8_is_located(repo: Path) -> None:
     )
 
 
+def test_data_on_stdin_that_is_not_utf8_is_located(repo: Path) -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edaenv", "publish", "OrderPlaced", "-"],
+        cwd=repo,
+        input=b'{"customerId": "caf\xe9"}',
+        capture_output=True,
+        env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"},
+    )
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        "error: stdin: not UTF-8 text: byte 0xe9 at offset 19\n  hint: send the data as UTF-8\n",
+    )
+
+
 def test_a_json_lines_file_that_is_not_utf8_names_the_line(repo: Path) -> None:
     path = repo / "orders.jsonl"
     path.write_bytes(json.dumps(order()).encode() + b'\n{"customerId": "caf\xe9"}\n')
