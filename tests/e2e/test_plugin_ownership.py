@@ -51,6 +51,20 @@ def run_pytest(
     )
 
 
+def run_two_workers(root: Path, record: Path) -> subprocess.CompletedProcess[str]:
+    """The two worker modules under `pytest -n 2`, one module per worker; each records what it
+    saw under `record`."""
+    return run_pytest(
+        root,
+        ["test_worker_a.py", "test_worker_b.py"],
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        env={"EDAENV_PLUGIN_RECORD": str(record)},
+    )
+
+
 def output(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -170,15 +184,7 @@ def test_two_xdist_workers_share_one_stack_removed_once_after_the_last(
     stack = make_stack("nats", ("postgres",))
     since = datetime.now(UTC)
 
-    result = run_pytest(
-        stack.root,
-        ["test_worker_a.py", "test_worker_b.py"],
-        "-n",
-        "2",
-        "--dist",
-        "loadfile",
-        env={"EDAENV_PLUGIN_RECORD": str(tmp_path)},
-    )
+    result = run_two_workers(stack.root, tmp_path)
 
     assert result.returncode == 0, output(result)
     assert "2 passed" in result.stdout
@@ -246,15 +252,7 @@ def test_a_failed_start_fails_each_worker_once_and_leaves_nothing(
     stack = make_stack("nats", ("postgres",))
     stack.override('services:\n  postgres:\n    entrypoint: ["false"]\n')
 
-    result = run_pytest(
-        stack.root,
-        ["test_worker_a.py", "test_worker_b.py"],
-        "-n",
-        "2",
-        "--dist",
-        "loadfile",
-        env={"EDAENV_PLUGIN_RECORD": str(tmp_path)},
-    )
+    result = run_two_workers(stack.root, tmp_path)
 
     assert result.returncode == 1, output(result)
     assert "2 errors" in result.stdout

@@ -70,6 +70,22 @@ def require_port(name: str, port: int) -> None:
         )
 
 
+def use_test_database(env_file: Path, url: str) -> None:
+    """Point a scaffold's .env at the test server's database `url` (its credentials, the
+    database's name), so the stack's own clients reach it."""
+    values = dict(
+        line.split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    values.update(
+        POSTGRES_USER=SERVICES["EDAENV_TEST_PG_USER"],
+        POSTGRES_PASSWORD=SERVICES["EDAENV_TEST_PG_PASSWORD"],
+        POSTGRES_DB=url.rsplit("/", 1)[1],
+    )
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database with the outbox migration applied; dropped afterwards."""

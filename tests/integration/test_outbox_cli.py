@@ -15,7 +15,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from outbox_support import SERVICES, fresh_database, new_topic, read_all, require_port
+from outbox_support import (
+    SERVICES,
+    fresh_database,
+    new_topic,
+    read_all,
+    require_port,
+    use_test_database,
+)
 
 from edaenv.brokers.base import Delivery, Endpoint
 from edaenv.outbox import dlq
@@ -45,18 +52,7 @@ def repo(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
         "jaeger",
     )  # its UI port would pass 65535
     with fresh_database() as url:
-        env_file = tmp_path / "eda" / ".env"
-        values = dict(
-            line.split("=", 1)
-            for line in env_file.read_text().splitlines()
-            if line and not line.startswith("#")
-        )
-        values.update(
-            POSTGRES_USER=SERVICES["EDAENV_TEST_PG_USER"],
-            POSTGRES_PASSWORD=SERVICES["EDAENV_TEST_PG_PASSWORD"],
-            POSTGRES_DB=url.rsplit("/", 1)[1],
-        )
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        use_test_database(tmp_path / "eda" / ".env", url)
         yield tmp_path, topic, url
 
 

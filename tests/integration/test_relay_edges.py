@@ -50,6 +50,7 @@ from outbox_support import (
     new_topic,
     own_tansu,
     pg_url,
+    use_test_database,
 )
 
 from edaenv.config import load_config
@@ -153,18 +154,7 @@ def make_repo(tmp_path: Path, url: str, broker: str = "kafka", *flags: str) -> R
         str(OFFSET),
         *flags,
     )
-    env_file = tmp_path / "eda" / ".env"
-    values = dict(
-        line.split("=", 1)
-        for line in env_file.read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    values.update(
-        POSTGRES_USER=SERVICES["EDAENV_TEST_PG_USER"],
-        POSTGRES_PASSWORD=SERVICES["EDAENV_TEST_PG_PASSWORD"],
-        POSTGRES_DB=url.rsplit("/", 1)[1],
-    )
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    use_test_database(tmp_path / "eda" / ".env", url)
     return repo
 
 
