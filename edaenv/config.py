@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edaenv.errors import ConfigError, UsageError
-from edaenv.names import check_image, check_scaffold
+from edaenv.names import check_image, check_project, check_scaffold
 
 if TYPE_CHECKING:
     import yaml
@@ -28,7 +28,6 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "consumer": ("postgres",),
     "grafana": ("prometheus",),
 }
-PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 BROKER_PORTS: dict[str, dict[str, int]] = {
     "kafka": {"kafka": 9092},
@@ -70,6 +69,9 @@ class Config:
     port_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)
     scaffold: str = "eda"
+    # Moved to another project name or port offset by EDAENV_PROJECT / EDAENV_PORT_OFFSET (CI
+    # isolation): such a run renders its own compose file, never the committed one.
+    isolated: bool = False
 
     @property
     def root(self) -> Path:
@@ -81,6 +83,8 @@ class Config:
 
     @property
     def compose_file(self) -> Path:
+        if self.isolated:
+            return self.generated_dir / "compose.yaml"
         return self.scaffold_dir / "compose.yaml"
 
     @property
@@ -141,13 +145,15 @@ def find_config(start: Path | None = None) -> Path:
     )
 
 
-def load_config(path: Path | None = None) -> Config:
+def load_config(path: Path | None = None, *, isolation: bool = True) -> Config:
+    """edaenv.yaml, moved by the CI isolation variables unless `isolation` is off (what the
+    committed files are rendered from)."""
     path = find_config() if path is None else path
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check --config, or run `edaenv init`")
     text = read_utf8(path, where=_display(path), hint="save the file as UTF-8")
     config = parse_config(text, path.resolve(), display=_display(path))
-    return environment_overrides(config, os.environ)
+    return environment_overrides(config, os.environ) if isolation else config
 
 
 def read_utf8(path: Path, *, where: str, hint: str) -> str:
@@ -182,7 +188,10 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
             hint="a number such as 100; `edaenv ci prepare --port-offset auto` picks a free one",
         )
     changed = replace(
-        config, project=project, port_offset=int(offset) if offset else config.port_offset
+        config,
+        project=project,
+        port_offset=int(offset) if offset else config.port_offset,
+        isolated=True,
     )
     highest = max(port for ports in changed.ports().values() for port in ports.values())
     if highest > 65535:
@@ -192,6 +201,31 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
             hint="use a smaller offset",
         )
     return changed
+
+
+def _error_mark(exc: Exception, text: str) -> Any:
+    """Where a YAML error is. A key without its ':', an unclosed quote or bracket are noticed
+    only on a later line (the problem mark); the line they start on is the context mark. A key
+    without its ':' just before a mapping reads as text running on into that mapping's first
+    key, where YAML then objects to the ':'."""
+    context = getattr(exc, "context", None) or ""
+    problem = getattr(exc, "problem_mark", None)
+    if context.startswith(("while scanning a simple key", "while scanning a quoted")) or (
+        context.startswith("while parsing a flow")
+    ):
+        return getattr(exc, "context_mark", None) or problem
+    if problem is not None and getattr(exc, "problem", "") == "mapping values are not allowed here":
+        lines = text.splitlines()
+        before = [n for n in range(min(problem.line, len(lines))) if lines[n].strip()]
+        previous = lines[before[-1]].lstrip() if before else ":"
+        if ":" not in previous and not previous.startswith(("-", "#")):
+            return _Mark(before[-1])
+    return problem
+
+
+@dataclass(frozen=True)
+class _Mark:
+    line: int
 
 
 def parse_config(text: str, path: Path, display: str | None = None) -> Config:
@@ -206,19 +240,11 @@ def _display(path: Path) -> str:
 
 
 def check_project_name(project: str, where: str) -> None:
-    if not PROJECT_NAME.match(project):
-        raise ConfigError(
-            f"'{project}' cannot be a compose project name",
-            where=where or None,
-            hint="use lowercase letters, digits, '-' and '_', starting with a letter or digit, "
-            f"e.g. '{safe_project_name(project)}'",
-        )
-
-
-def safe_project_name(name: str) -> str:
-    """A directory name made safe for a compose project name."""
-    safe = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")
-    return safe or "edaenv"
+    """The project grammar of edaenv/names.py, as a config error."""
+    try:
+        check_project(project, where=where or None)
+    except UsageError as exc:
+        raise ConfigError(exc.message, where=exc.where, hint=exc.hint) from None
 
 
 class _Validator:
@@ -232,7 +258,7 @@ class _Validator:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
+            mark = _error_mark(exc, text)
             line = f":{mark.line + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(
@@ -254,7 +280,10 @@ class _Validator:
             for key, value in node.value:
                 child = (*at, str(key.value))
                 self._index(value, child)
-                self.lines[child] = key.start_mark.line + 1
+                # A mapping or list is told at its key; a value on a later line than its key
+                # (`components:` then `  grafana false`) at that value.
+                scalar = isinstance(value, yaml.ScalarNode)
+                self.lines[child] = (value if scalar else key).start_mark.line + 1
 
     def fail(self, at: tuple[str, ...], message: str, hint: str) -> ConfigError:
         line = self.lines.get(at) or self.lines.get(at[:-1]) or 1

@@ -17,5 +17,5 @@ class State:
 state = State()
 
 
-def config() -> Config:
-    return load_config(state.config_path)
+def config(*, isolation: bool = True) -> Config:
+    return load_config(state.config_path, isolation=isolation)

@@ -302,7 +302,9 @@ def prepare(
     from edaenv import console
     from edaenv.ci import prepare as run_prepare
 
-    config = common.config()
+    # From edaenv.yaml itself: a second `prepare` in the same job isolates again, it does not
+    # suffix an already isolated name.
+    config = common.config(isolation=False)
     prepared = run_prepare(config, unique=unique, port_offset=port_offset)
     if prepared.env_written:
         console.info(f"wrote fresh secrets to {config.env_file}")

@@ -147,15 +147,13 @@ def render(
 ) -> None:
     """Assemble the stack's compose file and service configs from edaenv.yaml."""
     from edaenv import console
-    from edaenv.stack.render import render_stack, stale_files, write_files
+    from edaenv.stack.render import render_committed, render_stack, stale_files, write_files
 
-    config = common.config()
-    files = render_stack(config)
-    if stdout:
-        console.plain(files["compose.yaml"])
-        return
     if check:
-        stale = stale_files(config, files)
+        # What the repository commits, from edaenv.yaml alone: no .env (a fresh clone has
+        # none) and no CI isolation variables (they move a run, not the committed file).
+        config = common.config(isolation=False)
+        stale = stale_files(config, render_committed(config))
         for rel in stale:
             console.info(f"stale: {_rel(config.scaffold_dir / rel, Path.cwd())}")
         if stale:
@@ -163,7 +161,12 @@ def render(
             raise typer.Exit(1)
         console.success("generated files are up to date")
         return
-    write_files(config, files)
+    config = common.config()
+    if stdout:
+        [compose_text] = render_committed(config).values()
+        console.plain(compose_text)
+        return
+    write_files(config, render_stack(config))
     console.plain(_rel(config.compose_file, Path.cwd()))
 
 

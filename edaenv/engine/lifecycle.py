@@ -83,6 +83,7 @@ def up(
     command.extend(services)
     # The subprocess's own limit only catches a hung compose: --wait-timeout reports first.
     limit = None if building else timeout + 60
+    stale = _warn_stale_volumes(config, engine, warn)
     running = compose.start(command)
     job = _Background(lambda: running.finish(timeout=limit))
     ready_at: dict[str, float] = {}
@@ -90,7 +91,6 @@ def up(
     try:
         # Subscribed after compose started: what happened before is in the watch's snapshot.
         watch = Watch(engine, config.project)
-        stale = _warn_stale_volumes(config, engine, warn)
         while True:
             done = job.wait(0)
             watch.update(TICK_S)
@@ -111,6 +111,7 @@ def up(
     finally:
         if watch is not None:
             watch.close()
+    _remember_volumes(config, engine)
     try:
         job.result()
     except compose.ComposeError as exc:
@@ -131,9 +132,10 @@ def up(
 def _warn_stale_volumes(
     config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
 ) -> list[str]:
+    from edaenv.engine.volumes import stale_volumes
     from edaenv.stack.dotenv import read_env
 
-    stale = preflight.stale_volumes(config, engine, read_env(config.env_file))
+    stale = stale_volumes(config, engine, read_env(config.env_file))
     if stale and warn:
         warn(
             f"volume{'s' if len(stale) > 1 else ''} {', '.join(stale)} created with other "
@@ -143,6 +145,14 @@ def _warn_stale_volumes(
             "(or restore the previous .env)",
         )
     return stale
+
+
+def _remember_volumes(config: Config, engine: api.Engine) -> None:
+    """Once compose has created the volumes, whether `up` succeeded or not."""
+    from edaenv.engine.volumes import remember_volumes
+    from edaenv.stack.dotenv import read_env
+
+    remember_volumes(config, engine, read_env(config.env_file))
 
 
 def down(config: Config, *, volumes: bool) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Checks before `up` starts anything: engine, compose v2, free ports, volumes' credentials."""
+"""Checks before `up` starts anything: engine, compose v2, free ports."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING
 from edaenv.config import Config
 from edaenv.engine import compose
 from edaenv.engine.status import PROJECT_LABEL, EngineUnreachable
-from edaenv.engine.volumes import SECRETS_LABEL, VOLUME_SECRETS, fingerprint
 from edaenv.errors import EngineError
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from edaenv.engine.api import Engine
 
 COMPOSE_HINT = (
     "install the Compose v2 CLI plugin: `apt-get install docker-compose-plugin` "
@@ -116,18 +114,6 @@ def free_offset(config: Config) -> int | None:
         if all(port_free(port + offset) for port in base):
             return offset
     return None
-
-
-def stale_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> list[str]:
-    """This project's volumes created with other credentials than the current .env."""
-    stale = []
-    for volume in engine.volumes({"label": [f"{PROJECT_LABEL}={config.project}"]}):
-        labels = volume.get("Labels") or {}
-        keys = VOLUME_SECRETS.get(labels.get("com.docker.compose.volume", ""))
-        recorded = labels.get(SECRETS_LABEL)
-        if keys and recorded and recorded != fingerprint(config, secrets, keys):
-            stale.append(str(volume.get("Name")))
-    return sorted(stale)
 
 
 def port_free(port: int) -> bool:

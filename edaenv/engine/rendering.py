@@ -67,7 +67,6 @@ def _inputs(config: Config) -> str:
         config.env_file,
         *sorted((PACKAGE / "stack").glob("*.py")),
         *sorted((PACKAGE / "events").glob("*.py")),
-        PACKAGE / "engine" / "volumes.py",
         PACKAGE / "config.py",
         PACKAGE / "names.py",
     ]

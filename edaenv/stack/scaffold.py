@@ -89,7 +89,10 @@ def init(plan: InitPlan) -> InitResult:
     config = parse_config(text, config_path, display=CONFIG_NAME)
     try:
         files, kept = _new_files(plan, config, text)
-        written = commit_files(files, staging=plan.target, modes={config.env_file: 0o600})
+        from edaenv.stack.render import NATS_CONFIG
+
+        private = {config.env_file: 0o600, config.scaffold_dir / NATS_CONFIG: 0o600}
+        written = commit_files(files, staging=plan.target, modes=private)
     except OSError as exc:
         raise file_error(exc) from None
     return InitResult(config=config, written=written, kept=kept)

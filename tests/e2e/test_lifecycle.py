@@ -305,6 +305,14 @@ def test_volume_with_other_credentials_warns(make_stack: MakeStack) -> None:
     result = stack.up("--timeout", "120")
     assert f"{stack.project}_postgres-data created with other credentials" in result.err
     assert "edaenv down --volumes" in result.err
+    # The record lives in the git-ignored .generated/ (0600), never in compose.yaml.
+    record = stack.scaffold / ".generated" / "volumes" / f"{stack.project}.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+    assert b"labels" not in (stack.scaffold / "compose.yaml").read_bytes()
+    # The fix the warning gives works: a fresh volume takes the current .env, no warning.
+    assert stack.edaenv("down", "--volumes").code == 0
+    assert "other credentials" not in stack.up("--timeout", "120").err
+    assert "other credentials" not in stack.up("--timeout", "120").err
 
 
 @pytest.mark.full_stack

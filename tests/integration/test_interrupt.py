@@ -334,3 +334,21 @@ def test_render_on_a_read_only_repository_changes_nothing(small_fs: Path) -> Non
     assert result.code == 2, result.err
     assert "Read-only file system" in result.err and "Traceback" not in result.err
     assert snapshot(small_fs) == before
+
+
+def test_ci_prepare_on_a_full_disk_is_a_located_error(small_fs: Path) -> None:
+    """A fresh clone has no .env: `ci prepare` writes one, and a full disk must not take the
+    "unexpected error" path (exit 1) nor leave half a secrets file."""
+    repo = small_fs / "shop"
+    repo.mkdir()
+    assert run_edaenv("init", "--defaults", cwd=repo).code == 0
+    (repo / "eda" / ".env").unlink()
+    fill(small_fs, 0)
+    before = snapshot(small_fs)
+    result = run_edaenv("ci", "prepare", cwd=repo)
+    assert result.code == 2, result.err
+    assert result.err.endswith(
+        ": No space left on device: nothing was written\n"
+        "  hint: free some disk space and run again\n"
+    ), result.err
+    assert snapshot(small_fs) == before

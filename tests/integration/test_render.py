@@ -182,3 +182,63 @@ def test_outbox_migration_applies_to_real_postgres(project: Path) -> None:
             admin + f" dbname={services['EDAENV_TEST_PG_DB']}", autocommit=True
         ) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def git(*args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_render_check_passes_on_a_fresh_clone_and_after_ci_prepare(
+    tmp_path: Path, broker: str
+) -> None:
+    """CI clones the repository (no .env: it is git-ignored), runs `ci prepare` (fresh secrets,
+    another project name and port offset) and `render --check`: it must pass at every step, and
+    nothing committed may change."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git("init", "-q", cwd=origin)
+    init(origin, broker, ())
+    git("add", "-A", cwd=origin)
+    git("commit", "-qm", "scaffold", cwd=origin)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    assert not (clone / "eda" / ".env").exists()
+
+    result = run_edaenv("render", "--check", cwd=clone)
+    assert (result.code, result.err) == (0, "✔ generated files are up to date\n")
+
+    prepared = run_edaenv("ci", "prepare", "--unique", "--port-offset", "300", cwd=clone)
+    assert prepared.code == 0, prepared.err
+    variables = dict(line.split("=", 1) for line in prepared.out.splitlines())
+    assert set(variables) == {"EDAENV_PROJECT", "EDAENV_PORT_OFFSET"}
+    assert (clone / "eda" / ".env").exists()
+    for env in ({}, variables):
+        result = run_edaenv("render", "--check", cwd=clone, env=env)
+        assert (result.code, result.err) == (0, "✔ generated files are up to date\n"), env
+
+    # An isolated run renders its own copy; the committed file stays byte for byte.
+    assert run_edaenv("render", cwd=clone, env=variables).out == "eda/.generated/compose.yaml\n"
+    isolated = yaml.safe_load((clone / "eda" / ".generated" / "compose.yaml").read_text())
+    assert isolated["name"] == variables["EDAENV_PROJECT"]
+    assert git("status", "--porcelain", cwd=clone) == ""
+
+
+def test_compose_yaml_carries_nothing_derived_from_the_secrets(project: Path) -> None:
+    """The volumes once carried an unsalted fingerprint of .env's passwords (a weak one was
+    recovered from it): a changed .env must leave compose.yaml byte for byte as it was."""
+    init(project, "nats", ())
+    compose = project / "eda" / "compose.yaml"
+    before = compose.read_bytes()
+    env_file = project / "eda" / ".env"
+    env_file.write_text(env_file.read_text().replace("POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=x"))
+    assert run_edaenv("render", cwd=project).code == 0
+    assert compose.read_bytes() == before
+    assert b"labels" not in before and b"edaenv.secrets" not in before

@@ -37,7 +37,19 @@ CONFIG_CASES = [
     (
         "malformed YAML",
         "project: shop\nbroker: [kafka\n",
-        "error: edaenv.yaml:3: not valid YAML: expected ',' or ']', but got '<stream end>'\n"
+        "error: edaenv.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'\n"
+        "  hint: fix the YAML syntax (indentation, colons, quotes) at that line\n",
+    ),
+    (
+        "key without its colon",
+        "project: shop\nbroker kafka\nscaffold: eda\n",
+        "error: edaenv.yaml:2: not valid YAML: could not find expected ':'\n"
+        "  hint: fix the YAML syntax (indentation, colons, quotes) at that line\n",
+    ),
+    (
+        "unclosed quote",
+        'project: "shop\nbroker: kafka\n',
+        "error: edaenv.yaml:1: not valid YAML: found unexpected end of stream\n"
         "  hint: fix the YAML syntax (indentation, colons, quotes) at that line\n",
     ),
     (
@@ -89,8 +101,8 @@ CONFIG_CASES = [
         "bad project name",
         "project: My Shop\n",
         "error: edaenv.yaml:1: 'My Shop' cannot be a compose project name\n"
-        "  hint: use lowercase letters, digits, '-' and '_', starting with a letter or digit, "
-        "e.g. 'my-shop'\n",
+        "  hint: use lowercase letters, digits, '-' and '_' (at most 63), starting with a "
+        "letter or digit, e.g. 'my-shop'\n",
     ),
 ]
 
