@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -12,6 +13,25 @@ import typer
 from edaenv import __version__
 from edaenv.cli import common, events, faults, lifecycle, outbox, stack
 from edaenv.errors import EdaenvError
+
+
+def _keep_argument_help() -> None:
+    """typer 0.25 sets an argument's help, then calls click's Argument.__init__, which from
+    click 8.5 on takes a `help` of its own and resets it to None: the help of every argument
+    vanished. (typer 0.26+ would fix it but costs ~60 ms per command: it imports pydantic and
+    builds a validator per parameter; measured with bench/cli_startup.py.)"""
+    argument = typer.core.TyperArgument
+    if "help" in inspect.signature(click.Argument.__init__).parameters:
+        original = argument.__init__
+
+        def init(self: typer.core.TyperArgument, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            self.help = kwargs.get("help")
+
+        argument.__init__ = init  # type: ignore[method-assign]
+
+
+_keep_argument_help()
 
 app = typer.Typer(
     name="edaenv",
