@@ -192,7 +192,7 @@ def _components(with_: list[str], without: list[str]) -> frozenset[str]:
 
 def _port_offset(text: str) -> int:
     if text == "auto":
-        from edaenv.ci import all_base_ports, auto_port_offset, published_ports
+        from edaenv.ci.isolation import all_base_ports, auto_port_offset, published_ports
 
         return auto_port_offset(all_base_ports(), taken=published_ports())
     if not text.lstrip("-").isdigit():

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edaenv import __version__, ci
-from edaenv.ci import auto_port_offset
+from edaenv import __version__
+from edaenv.ci.isolation import auto_port_offset
+from edaenv.ci.workflow import SETUP_PYTHON, UPLOAD_ARTIFACT
 from edaenv.errors import ContractError
 from tests.conftest import REPO, run_edaenv
 
@@ -53,7 +54,7 @@ def test_workflow_brings_up_tests_bundles_on_failure_and_always_tears_down(repo:
     assert order == sorted(order)
     by_run = {step.get("run", step.get("uses")): step for step in steps}
     assert by_run["edaenv bundle edaenv-bundle"]["if"] == "failure()"
-    upload = by_run[ci.UPLOAD_ARTIFACT]
+    upload = by_run[UPLOAD_ARTIFACT]
     assert upload["if"] == "failure()" and upload["with"]["path"] == "edaenv-bundle"
     assert by_run["edaenv down --volumes"]["if"] == "always()"
     assert "defaults" not in doc["jobs"]["integration"]  # edaenv.yaml is at the repo root
@@ -178,7 +179,7 @@ def test_broker_matrix_runs_each_broker_and_its_step_switches_the_broker(repo: P
         "matrix": {"broker": ["kafka", "redpanda", "rabbitmq", "nats"]},
     }
     switch = next(s for s in job["steps"] if s.get("name") == "Use the broker of this matrix job")
-    upload = next(s for s in job["steps"] if s.get("uses") == ci.UPLOAD_ARTIFACT)
+    upload = next(s for s in job["steps"] if s.get("uses") == UPLOAD_ARTIFACT)
     assert upload["with"]["name"].startswith("edaenv-bundle-${{ matrix.broker }}-")
     # The step's script, run as the runner runs it, on this repository.
     for broker in ("nats", "kafka"):
@@ -212,10 +213,10 @@ def test_workflow_in_a_subdirectory_runs_there(project: Path) -> None:
     assert run_edaenv("ci", "github", cwd=service).code == 0
     job = workflow(project)["jobs"]["integration"]
     assert job["defaults"]["run"]["working-directory"] == "services/orders"
-    upload = next(s for s in job["steps"] if s.get("uses") == ci.UPLOAD_ARTIFACT)
+    upload = next(s for s in job["steps"] if s.get("uses") == UPLOAD_ARTIFACT)
     assert upload["with"]["path"] == "services/orders/edaenv-bundle"
     # The pip cache is keyed on files of the repository, named from its root.
-    setup = next(s for s in job["steps"] if s.get("uses") == ci.SETUP_PYTHON)
+    setup = next(s for s in job["steps"] if s.get("uses") == SETUP_PYTHON)
     assert setup["with"]["cache-dependency-path"] == "services/orders/edaenv.yaml"
 
 
