@@ -163,10 +163,10 @@ class EdaenvStack:
         self, topic: str, match: Callable[[Delivery], bool] | None = None, timeout: float = 30
     ) -> Delivery:
         """The first message on a topic (from its beginning) for which match() holds."""
-        from edaenv.faults.messages import open_broker
+        from edaenv.application import Stack
 
         deadline = time.monotonic() + timeout
-        broker = open_broker(self.config)
+        broker = Stack(self.config).broker()
         try:
             while time.monotonic() < deadline:
                 idle = max(0.5, min(5.0, deadline - time.monotonic()))

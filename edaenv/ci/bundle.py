@@ -180,15 +180,16 @@ def _outbox(config: Config, limit: int) -> dict[str, str]:
 def _events(config: Config, limit: int) -> dict[str, str]:
     """The last events and dead letters of each topic, and how many each holds (topics.json,
     for the summary)."""
+    from edaenv.application import Stack
     from edaenv.events.contracts import load_contracts, topics
-    from edaenv.faults.messages import dead_letter_topic, open_broker
 
     files = {}
     counts: dict[str, dict[str, int | str]] = {}
-    broker = open_broker(config)
+    stack = Stack(config)
+    broker = stack.broker()
     try:
         for topic in topics(load_contracts(config.scaffold_dir / "events")):
-            dead = dead_letter_topic(config, topic)
+            dead = stack.dead_letter_source(topic)
             counts[topic] = {}
             for kind, name in (("events", topic), ("dead-letters", dead)):
                 try:

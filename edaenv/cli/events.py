@@ -12,8 +12,9 @@ from edaenv.cli import common
 from edaenv.errors import UsageError
 
 if TYPE_CHECKING:
+    from edaenv.application import Stack
+    from edaenv.application.publishing import Batch
     from edaenv.brokers.base import Broker
-    from edaenv.events.publishing import Batch
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 OutboxOption = Annotated[
@@ -70,10 +71,11 @@ def publish(
     """Publish one event, validated against its contract, as a CloudEvent with broker
     acknowledgement; print its id and where it landed."""
     from edaenv import console
-    from edaenv.events import publishing
+    from edaenv.application import Stack, publishing
 
-    config = common.config()
-    contract = publishing.find_contract(config, event_type)
+    stack = Stack(common.config())
+    config = stack.config
+    contract = stack.contract(event_type)
     where, value = _read_data(stdin, data, file)
     batch = publishing.prepare(
         config, contract, [(where, value)], key=key, header_pairs=header or []
@@ -81,10 +83,10 @@ def publish(
     message = batch.messages[0]
     if via_outbox:
         with publishing.commit_span(config, message, header or []):
-            publishing.write_outbox(config, batch)
+            publishing.write_outbox(stack, batch)
         position: dict[str, Any] = {"outbox": True}
     else:
-        broker = _connect(config, batch)
+        broker = _connect(stack, batch)
         try:
             position = publishing.send(broker, batch.messages)[0]
         finally:
@@ -138,7 +140,7 @@ def seed(
     """Publish many schema-valid events (generated, or from a file) with windowed broker
     acknowledgements; report sent / acknowledged / failed, msg/s and ack latency."""
     from edaenv import console
-    from edaenv.events import publishing
+    from edaenv.application import Stack, publishing
     from edaenv.events.validate import read_jsonl
 
     if count is None and from_file is None:
@@ -153,13 +155,14 @@ def seed(
             where="--rate",
             hint="e.g. --rate 500 (events per second), or leave it out",
         )
-    config = common.config()
-    contract = publishing.find_contract(config, event_type)
+    stack = Stack(common.config())
+    config = stack.config
+    contract = stack.contract(event_type)
     # The destination first: an unreachable one fails in a second, not after generating
     # everything.
     if via_outbox:
-        publishing.check_outbox(config)
-    broker = None if via_outbox else publishing.open_broker(config)
+        publishing.check_outbox(stack)
+    broker = None if via_outbox else stack.broker()
     try:
         if from_file is not None:
             items: Any = read_jsonl(from_file)
@@ -185,7 +188,7 @@ def seed(
                 batch,
                 rate=rate,
                 advance=advance,
-                on_batch=(lambda part: publishing.write_outbox(config, part))
+                on_batch=(lambda part: publishing.write_outbox(stack, part))
                 if via_outbox
                 else None,
             )
@@ -257,17 +260,17 @@ def tail(
     """Show events as they arrive, without side effects: no consumer group offsets committed,
     nothing taken from any queue."""
     from edaenv import console
-    from edaenv.events import publishing
+    from edaenv.application import Stack, publishing
     from edaenv.names import shown
 
     if limit is not None and limit < 1:
         raise UsageError(
             f"--limit must be at least 1, got {limit}", where="--limit", hint="e.g. --limit 10"
         )
-    config = common.config()
-    name = topic or publishing.default_topic(config)
+    stack = Stack(common.config())
+    name = topic or publishing.default_topic(stack)
     as_json = json_ or not console.stdout_is_terminal()
-    broker = publishing.open_broker(config)
+    broker = stack.broker()
     count = 0
     # Following, each line goes out at once; otherwise lines are written in blocks.
     lines: list[str] = []
@@ -297,11 +300,11 @@ def tail(
         console.info(f"no events on {shown(name)}")
 
 
-def _connect(config: Any, batch: Batch) -> Broker:
+def _connect(stack: Stack, batch: Batch) -> Broker:
     """The broker, after checking every event's size against it, with the topic's topology."""
-    from edaenv.events import publishing
+    from edaenv.application import publishing
 
-    broker = publishing.open_broker(config)
+    broker = stack.broker()
     try:
         publishing.check_sizes(batch, broker.max_message_bytes)
         broker.ensure_topology([batch.contract.topic])

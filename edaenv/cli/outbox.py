@@ -300,9 +300,9 @@ def _yes_or_no(answer: str) -> None:
 
 def _broker(config: Config) -> Broker:
     """The stack's broker on the host. Dead letters need no database: postgres may be off."""
-    from edaenv.brokers.registry import connect, host_endpoint
+    from edaenv.application import Stack
 
-    return connect(host_endpoint(config))
+    return Stack(config).broker()
 
 
 def _read(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from edaenv.brokers.base import Message
+from edaenv.wire import Message
 
 if TYPE_CHECKING:
     from edaenv.events.contracts import Contract

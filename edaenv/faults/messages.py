@@ -17,53 +17,18 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from edaenv.application import Stack
 from edaenv.config import Config
 from edaenv.errors import UsageError
 from edaenv.faults.state import Fault, FaultStore, new_id, now
 
 if TYPE_CHECKING:
-    from edaenv.brokers.base import Ack, Broker, Message
+    from edaenv.brokers.base import Ack, Message
     from edaenv.events.contracts import Contract
 
 BATCH = 500
 MAX_HELD = 10_000
 POISON_KINDS = ("unparseable", "invalid")
-
-
-def open_broker(config: Config) -> Broker:
-    """The broker's adapter, connected to the stack's published port."""
-    from edaenv.brokers.registry import connect, host_endpoint
-
-    return connect(host_endpoint(config))
-
-
-def dead_letter_topic(config: Config, topic: str) -> str:
-    """What `tail` reads for a topic's dead letters on this broker."""
-    from edaenv.outbox.dlq import dlq_source
-
-    return dlq_source(config.broker, topic)
-
-
-def contract(config: Config, event: str | None) -> Contract:
-    from edaenv.events.contracts import load_contracts
-
-    events_dir = config.scaffold_dir / "events"
-    contracts = load_contracts(events_dir)
-    if not contracts:
-        raise UsageError(
-            f"no event contracts in {events_dir}",
-            hint="add a <Event>.v<N>.schema.json there (see the one `init` wrote)",
-        )
-    if event is None:
-        return contracts[0]
-    matches = [c for c in contracts if event in (c.event, c.name)]
-    if not matches:
-        raise UsageError(
-            f"no contract for event '{event}'",
-            where="--event",
-            hint=f"contracts: {', '.join(c.name for c in contracts)}",
-        )
-    return matches[-1]  # sorted by version: the latest
 
 
 def validate(contract: Contract, data: Any) -> None:
@@ -72,29 +37,11 @@ def validate(contract: Contract, data: Any) -> None:
     Validator(contract).check(data, where="data")
 
 
-def message(
-    config: Config,
-    contract: Contract,
-    data: Any,
-    *,
-    key: str | None = None,
-    extra: dict[str, str] | None = None,
-    value: bytes | None = None,
-) -> Message:
-    """The envelope `publish` and the relay use (binary-mode CloudEvents, trace context)."""
-    from edaenv.events.envelope import Envelope, aggregate_id
-
-    key = key or aggregate_id(contract, data) or str(uuid.uuid4())
-    msg = Envelope(contract, config.project).message(data, key, body=value)
-    msg.attributes.update(extra or {})
-    return msg
-
-
 def _publish(config: Config, messages: Sequence[Message]) -> tuple[float, list[Ack]]:
     """Publish in batches, each acknowledged; returns the seconds it took (topology creation
     excluded) and the acknowledgements. The topics are created when missing, as the relay and
     consumer do."""
-    broker = open_broker(config)
+    broker = Stack(config).broker()
     acks: list[Ack] = []
     try:
         broker.ensure_topology(sorted({m.topic for m in messages}))
@@ -158,10 +105,11 @@ def publish_one(
     config: Config, event: str | None, data: dict[str, Any] | None, *, key: str | None = None
 ) -> str:
     """One contract-valid event (generated unless given); returns its id."""
-    chosen = contract(config, event)
+    stack = Stack(config)
+    chosen = stack.contract(event, where="--event")
     payload = data if data is not None else _valid(chosen, key)
     validate(chosen, payload)
-    msg = message(config, chosen, payload, key=key)
+    msg = stack.message(chosen, payload, key=key)
     _publish(config, [msg])
     return msg.attributes["id"]
 
@@ -174,7 +122,7 @@ def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | Non
     from edaenv.events.contracts import load_contracts, topics
 
     candidates = [topic] if topic else topics(load_contracts(config.scaffold_dir / "events"))
-    broker = open_broker(config)
+    broker = Stack(config).broker()
     try:
         for name in candidates:
             for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
@@ -216,21 +164,22 @@ def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | Non
 def poison(
     config: Config, *, kind: str = "unparseable", event: str | None = None, count: int = 1
 ) -> Fault:
+    stack = Stack(config)
     if kind not in POISON_KINDS:
         raise UsageError(
             f"unknown poison kind '{kind}'",
             where="--kind",
             hint=f"use one of: {', '.join(POISON_KINDS)}",
         )
-    chosen = contract(config, event)
+    chosen = stack.contract(event, where="--event")
     messages = []
     for _ in range(count):
         key = str(uuid.uuid4())
         if kind == "unparseable":
             body = b"\x00{not json: edaenv poison"
-            messages.append(message(config, chosen, None, key=key, value=body))
+            messages.append(stack.message(chosen, None, key=key, value=body))
         else:
-            messages.append(message(config, chosen, _invalid(chosen, key), key=key))
+            messages.append(stack.message(chosen, _invalid(chosen, key), key=key))
     _, acks = _publish(config, messages)
     ids = [m.attributes["id"] for m in messages]
     return _record(
@@ -264,11 +213,11 @@ def _invalid(contract: Contract, key: str) -> dict[str, Any]:
 
 
 def burst(config: Config, count: int, *, event: str | None = None, keys: int = 100) -> Fault:
-    chosen = contract(config, event)
+    stack = Stack(config)
+    chosen = stack.contract(event, where="--event")
     aggregates = [str(uuid.uuid4()) for _ in range(min(keys, count))]
     messages = [
-        message(config, chosen, _valid(chosen, aggregates[i % len(aggregates)]))
-        for i in range(count)
+        stack.message(chosen, _valid(chosen, aggregates[i % len(aggregates)])) for i in range(count)
     ]
     seconds, acks = _publish(config, messages)
     rate = count / seconds if seconds else float(count)
@@ -291,11 +240,11 @@ def reorder(
 ) -> Fault:
     """Events 1..N of one aggregate, created in order (CloudEvents `sequence` and `time`),
     published N..1."""
-    chosen = contract(config, event)
+    stack = Stack(config)
+    chosen = stack.contract(event, where="--event")
     aggregate = key or str(uuid.uuid4())
     created = [
-        message(
-            config,
+        stack.message(
             chosen,
             _valid(chosen, aggregate),
             key=aggregate,
@@ -319,17 +268,18 @@ def reorder(
 
 def delay(config: Config, count: int, *, event: str | None = None) -> Fault:
     """N events created now and held in the fault record; `release` publishes them."""
+    stack = Stack(config)
     if count > MAX_HELD:
         raise UsageError(f"at most {MAX_HELD} events can be held", where="--count")
-    chosen = contract(config, event)
+    chosen = stack.contract(event, where="--event")
     # Held events are released later, by a detached process: the broker must answer now and
     # have the topic, or the fault would be recorded and then silently fail to release.
-    broker = open_broker(config)
+    broker = stack.broker()
     try:
         broker.ensure_topology([chosen.topic])
     finally:
         broker.close()
-    messages = [message(config, chosen, _valid(chosen)) for _ in range(count)]
+    messages = [stack.message(chosen, _valid(chosen)) for _ in range(count)]
     held = [
         {"topic": m.topic, "key": m.key, "value": m.value.decode(), "attributes": m.attributes}
         for m in messages

@@ -470,8 +470,8 @@ def test_partitioned_consumer_resolves_the_broker_again_and_drains_the_backlog(s
 
 @FULL
 def test_poison_lands_in_the_dead_letters_and_the_flow_goes_on(stack: Any) -> None:
+    from edaenv.application import Stack
     from edaenv.config import load_config
-    from edaenv.faults.messages import dead_letter_topic, open_broker
 
     poisoned = []
     for kind in ("unparseable", "invalid"):
@@ -481,13 +481,13 @@ def test_poison_lands_in_the_dead_letters_and_the_flow_goes_on(stack: Any) -> No
     after = insert_orders(stack.dsn, 50)
     wait_processed(stack.dsn, after, timeout=180)
     assert_one_effect_each(stack.dsn, after)
-    config = load_config(stack.root / "edaenv.yaml")
+    app = Stack(load_config(stack.root / "edaenv.yaml"))
     deadline, found = time.monotonic() + 120, set()
-    broker = open_broker(config)
+    broker = app.broker()
     try:
         while found != set(poisoned) and time.monotonic() < deadline:
             for delivery in broker.tail(
-                dead_letter_topic(config, "orders"),
+                app.dead_letter_source("orders"),
                 from_beginning=True,
                 follow=False,
                 idle_timeout=2,
@@ -523,8 +523,8 @@ def test_duplicate_has_one_side_effect(stack: Any) -> None:
 
 @FULL
 def test_burst_reorder_and_delay_reach_the_consumer(stack: Any) -> None:
+    from edaenv.application import Stack
     from edaenv.config import load_config
-    from edaenv.faults.messages import open_broker
 
     burst = stack.edaenv("inject", "burst", "2000", "--keys", "20", "--json")
     assert burst.code == 0, burst.text
@@ -542,8 +542,7 @@ def test_burst_reorder_and_delay_reach_the_consumer(stack: Any) -> None:
     ]
     wait_processed(stack.dsn, shuffled["event_ids"] + held + [spike["last_id"]], timeout=240)
     wait_no_faults(stack, timeout=30)
-    config = load_config(stack.root / "edaenv.yaml")
-    broker = open_broker(config)
+    broker = Stack(load_config(stack.root / "edaenv.yaml")).broker()
     try:
         sequence = [
             d.attributes["sequence"]

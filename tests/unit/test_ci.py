@@ -324,10 +324,11 @@ def test_pytest_plugin_imports_nothing_heavy() -> None:
 def test_poison_breaks_the_contract_and_publish_validates(repo: Path) -> None:
     import jsonschema
 
+    from edaenv.application import Stack
     from edaenv.config import load_config
     from edaenv.faults import messages
 
-    contract = messages.contract(load_config(repo / "edaenv.yaml"), "OrderPlaced")
+    contract = Stack(load_config(repo / "edaenv.yaml")).contract("OrderPlaced")
     samples = [messages._valid(contract) for _ in range(20)]
     assert len({s[contract.key] for s in samples}) == 20  # fresh aggregates every time
     assert messages._valid(contract, "k-1")[contract.key] == "k-1"
@@ -337,5 +338,5 @@ def test_poison_breaks_the_contract_and_publish_validates(repo: Path) -> None:
         messages.validate(contract, {**samples[0], "total": "lots"})
     assert caught.value.where == "data#/total"
     unknown = run_edaenv("inject", "burst", "10", "--event", "OrderShipped", cwd=repo)
-    assert unknown.code == 2 and "no contract for event 'OrderShipped'" in unknown.err
+    assert unknown.code == 2 and "--event: unknown event type 'OrderShipped'" in unknown.err
     assert "OrderPlaced.v1" in unknown.err

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edaenv import names
+from edaenv.application import publishing
 from edaenv.brokers.base import Delivery
 from edaenv.config import Config, load_config
 from edaenv.errors import ContractError, UsageError
-from edaenv.events import jsondata, publishing
+from edaenv.events import jsondata
 from edaenv.events.contracts import Contract, load_contract
 from edaenv.events.envelope import new_id, new_traceparent
 from edaenv.events.generate import generator

@@ -1,9 +1,8 @@
-"""What `edaenv publish`, `seed` and `tail` do: find the contract, validate everything before
-anything is sent, publish with broker acknowledgement (or into the outbox), read back."""
+"""What `edaenv publish`, `seed` and `tail` do: validate everything before anything is sent,
+publish with broker acknowledgement (or into the outbox), read back."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import signal
@@ -14,47 +13,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edaenv.application.stack import Stack
 from edaenv.config import Config
 from edaenv.errors import BrokerError, ContractError, UsageError
 from edaenv.events import jsondata
-from edaenv.events.contracts import Contract, load_contracts, topics
+from edaenv.events.contracts import Contract
 from edaenv.events.envelope import CORRELATION_ID, TRACEPARENT, Envelope, aggregate_id, outbox_row
 from edaenv.events.validate import Validator
 from edaenv.names import shown
 
 if TYPE_CHECKING:
-    from edaenv.brokers.base import Broker, Message
+    from edaenv.brokers.base import Broker
+    from edaenv.wire import Message
 
 # Messages per publish() call. Each call waits for all its acknowledgements, so a call is
 # several of the adapters' own in-flight windows: the pipeline drains once per call, not often.
 WINDOW = 5000
 EXTENSIONS = (TRACEPARENT, CORRELATION_ID)
-
-
-def contracts(config: Config) -> list[Contract]:
-    found = load_contracts(config.scaffold_dir / "events")
-    if not found:
-        raise UsageError(
-            f"no event contracts in {config.scaffold_dir / 'events'}",
-            hint="add an <Event>.v<N>.schema.json there (see the one `edaenv init` wrote)",
-        )
-    return found
-
-
-def find_contract(config: Config, name: str) -> Contract:
-    """`OrderPlaced` (its latest version) or `OrderPlaced.v1`."""
-    every = contracts(config)
-    matches = [c for c in every if name in (c.event, c.name)]
-    if matches:
-        return matches[-1]
-    names = sorted({c.event for c in every} | {c.name for c in every})
-    close = difflib.get_close_matches(name, names, n=1)
-    guess = f"did you mean '{close[0]}'? " if close else ""
-    raise UsageError(
-        f"unknown event type {shown(name)}",
-        where="TYPE",
-        hint=f"{guess}contracts: {', '.join(c.name for c in every)}",
-    )
 
 
 def parse_headers(pairs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -141,12 +116,6 @@ def check_sizes(batch: Batch, limit: int) -> None:
             )
 
 
-def open_broker(config: Config) -> Broker:
-    from edaenv.brokers.registry import connect, host_endpoint
-
-    return connect(host_endpoint(config))
-
-
 def send(broker: Broker, messages: Sequence[Message]) -> list[dict[str, Any]]:
     positions: list[dict[str, Any]] = []
     for start in range(0, len(messages), WINDOW):
@@ -207,11 +176,11 @@ def _otlp_endpoint(config: Config) -> str | None:
     return f"http://127.0.0.1:{port}/v1/traces"
 
 
-def write_outbox(config: Config, batch: Batch) -> int:
+def write_outbox(stack: Stack, batch: Batch) -> int:
     """Insert the events into the outbox in one transaction, for the relay to publish."""
     rows = [outbox_row(m, batch.contract) for m in batch.messages]
     with (
-        _outbox(config) as conn,
+        stack.database() as conn,
         conn.cursor() as cur,
         cur.copy(
             "COPY outbox (id, aggregate_type, aggregate_id, event_type, payload, headers) "
@@ -232,35 +201,10 @@ def write_outbox(config: Config, batch: Batch) -> int:
     return len(rows)
 
 
-def check_outbox(config: Config) -> None:
+def check_outbox(stack: Stack) -> None:
     """The outbox table answers: `seed --via-outbox` checks it before generating anything."""
-    with _outbox(config) as conn:
+    with stack.database() as conn:
         conn.execute("SELECT 1 FROM outbox LIMIT 0")
-
-
-@contextmanager
-def _outbox(config: Config) -> Iterator[Any]:
-    """A connection to the database of the outbox (EDAENV_DATABASE_URL wins), committed at
-    the end; a missing table or an unreachable server is the user's to fix."""
-    import psycopg
-
-    from edaenv.brokers.registry import connect_database, database_url
-
-    url = database_url(config)
-    try:
-        with connect_database(url) as conn:
-            yield conn
-    except psycopg.errors.UndefinedTable:
-        raise UsageError(
-            "the database has no outbox table",
-            hint="apply db/migrations/001_outbox.sql of the scaffold (`edaenv up` does)",
-        ) from None
-    except psycopg.OperationalError as exc:
-        where = url.rpartition("@")[2]
-        raise BrokerError(
-            f"cannot reach postgres at {where}: {str(exc).strip().splitlines()[0]}",
-            hint="is the stack up? run `edaenv up`, or `edaenv status`",
-        ) from None
 
 
 # --- seed -----------------------------------------------------------------------------------------
@@ -384,8 +328,8 @@ def _first_interrupt_stops() -> Iterator[threading.Event]:
 # --- tail -----------------------------------------------------------------------------------------
 
 
-def default_topic(config: Config) -> str:
-    names = topics(contracts(config))
+def default_topic(stack: Stack) -> str:
+    names = stack.topics()
     if len(names) == 1:
         return names[0]
     raise UsageError(
