@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edaenv.config import load_config  # noqa: E402
-from edaenv.engine.endpoints import environment  # noqa: E402
+from edaenv.stack.endpoints import environment  # noqa: E402
 
 COMPONENTS = ("postgres", "outbox", "consumer", "jaeger", "prometheus", "grafana")
 Probe = Callable[[], bool]

@@ -105,7 +105,7 @@ class EdaenvStack:
     """The running stack: endpoints, and helpers to publish and to wait for effects."""
 
     def __init__(self, config: Config, started: bool):
-        from edaenv.engine.endpoints import environment
+        from edaenv.stack.endpoints import environment
 
         self.config = config
         # True when this session started something (removed by the last session out)
@@ -134,7 +134,7 @@ class EdaenvStack:
         return publish_one(self.config, event, data, key=key)
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        from edaenv.brokers.registry import connect_database
+        from edaenv.stack.endpoints import connect_database
 
         with connect_database(self.database_url) as conn:
             cursor = conn.execute(query, params)

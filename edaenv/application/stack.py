@@ -87,7 +87,8 @@ class Stack:
     def broker(self) -> Broker:
         """The broker's adapter, connected to the stack's published port (or
         EDAENV_BROKER_URL); the caller closes it."""
-        from edaenv.brokers.registry import connect, host_endpoint
+        from edaenv.brokers.registry import connect
+        from edaenv.stack.endpoints import host_endpoint
 
         return connect(host_endpoint(self.config))
 
@@ -102,7 +103,7 @@ class Stack:
     @property
     def database_url(self) -> str:
         """The stack's Postgres on the host (EDAENV_DATABASE_URL wins)."""
-        from edaenv.brokers.registry import database_url
+        from edaenv.stack.endpoints import database_url
 
         return database_url(self.config)
 
@@ -112,7 +113,7 @@ class Stack:
         is the user's to fix (exit 2), an unreachable server exit 3 as a broker's."""
         import psycopg
 
-        from edaenv.brokers.registry import connect_database
+        from edaenv.stack.endpoints import connect_database
 
         url = self.database_url
         try:

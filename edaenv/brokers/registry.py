@@ -1,55 +1,16 @@
-"""Which adapter serves a broker, and where the host's clients find it."""
+"""Which adapter serves a broker."""
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edaenv.brokers.base import Endpoint
 from edaenv.errors import UsageError
 
 if TYPE_CHECKING:
-    import psycopg
-
     from edaenv.brokers.base import Broker
-    from edaenv.config import Config
 
 ADAPTERS = {"kafka": "kafka", "redpanda": "kafka", "rabbitmq": "rabbitmq", "nats": "nats"}
-
-
-def host_endpoint(config: Config) -> Endpoint:
-    """The stack's broker on 127.0.0.1 (ports from edaenv.yaml, credentials from .env);
-    EDAENV_BROKER_URL wins, as it does in the relay and consumer containers."""
-    url = os.environ.get("EDAENV_BROKER_URL")
-    if not url:
-        from edaenv.engine.endpoints import environment
-
-        url = environment(config)["EDAENV_BROKER_URL"]
-    return Endpoint(broker=config.broker, url=url)
-
-
-def database_url(config: Config) -> str:
-    """The stack's Postgres on 127.0.0.1; EDAENV_DATABASE_URL wins."""
-    url = os.environ.get("EDAENV_DATABASE_URL")
-    if url:
-        return url
-    if not config.has("postgres"):
-        raise UsageError(
-            "postgres is off in edaenv.yaml, so there is no outbox",
-            hint="set `components: {postgres: true, outbox: true}`, or publish "
-            "without --via-outbox",
-        )
-    from edaenv.engine.endpoints import environment
-
-    return environment(config)["EDAENV_DATABASE_URL"]
-
-
-def connect_database(url: str, *, timeout: int = 5) -> psycopg.Connection[Any]:
-    """A host-side connection to the stack's Postgres. Text always comes as UTF-8: against a
-    database created with encoding SQL_ASCII, psycopg would otherwise give text as bytes."""
-    import psycopg
-
-    return psycopg.connect(url, connect_timeout=timeout, client_encoding="UTF8")
 
 
 def dead_letter_source(broker: str, topic: str) -> str:

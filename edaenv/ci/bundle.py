@@ -128,7 +128,7 @@ def _faults(config: Config) -> dict[str, str]:
 
 
 def _outbox(config: Config, limit: int) -> dict[str, str]:
-    from edaenv.brokers.registry import connect_database, database_url
+    from edaenv.stack.endpoints import connect_database, database_url
 
     try:
         # The database `publish --via-outbox` writes to: EDAENV_DATABASE_URL wins.

@@ -211,7 +211,7 @@ def env(
     import shlex
 
     from edaenv import console
-    from edaenv.engine.endpoints import environment
+    from edaenv.stack.endpoints import environment
 
     variables = environment(common.config())
     if json_:
@@ -262,7 +262,7 @@ def _warn(message: str, hint: str) -> None:
 
 def _endpoints_table(config: Config) -> None:
     from edaenv import console
-    from edaenv.engine.endpoints import endpoints
+    from edaenv.stack.endpoints import endpoints
 
     console.table(
         f"endpoints of '{config.project}'",

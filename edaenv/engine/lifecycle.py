@@ -71,8 +71,8 @@ def up(
 
     render_if_changed(config)
     building = any(name in config.services() for name in APP_SERVICES)
-    if building and importlib.util.find_spec("edaenv.outbox.images") is not None:
-        from edaenv.outbox.images import prepare_app_wheels
+    if building and importlib.util.find_spec("edaenv.engine.images") is not None:
+        from edaenv.engine.images import prepare_app_wheels
 
         prepare_app_wheels(config)
 

@@ -86,7 +86,7 @@ def from_env() -> Settings:
 def from_config(config: Config) -> Settings:
     """The stack's published ports on 127.0.0.1 (EDAENV_BROKER_URL and EDAENV_DATABASE_URL win),
     for a relay or `dlq` command running on the host."""
-    from edaenv.brokers.registry import database_url, host_endpoint
+    from edaenv.stack.endpoints import database_url, host_endpoint
 
     endpoint = host_endpoint(config)
     return Settings(

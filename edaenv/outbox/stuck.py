@@ -197,7 +197,7 @@ def read_stack(config: Config, limit: int = 50) -> Report | None:
     database does not answer (status shows postgres' own state then)."""
     import psycopg
 
-    from edaenv.brokers.registry import connect_database, database_url
+    from edaenv.stack.endpoints import connect_database, database_url
 
     if not (config.has("outbox") and config.has("postgres")):
         return Report(0, [])

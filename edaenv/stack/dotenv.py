@@ -96,7 +96,7 @@ def read_env(path: Path) -> Secrets:
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if not sep:
+        if not sep or not key.strip(" \t"):
             raise ConfigError(
                 "expected KEY=VALUE", where=f"{path}:{number}", hint="fix or delete that line"
             )

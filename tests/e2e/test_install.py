@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from edaenv.config import load_config
 from edaenv.engine import compose
-from edaenv.outbox.images import prepare_app_wheels
+from edaenv.engine.images import prepare_app_wheels
 config = load_config(Path(sys.argv[1]))
 prepare_app_wheels(config)
 compose.run(compose.compose(config, "build", "relay", "consumer"), timeout=900)

@@ -1,16 +1,24 @@
 """The stack as host clients see it: published ports on 127.0.0.1 plus the secrets of .env.
 
 The single place that turns `config.ports()` and `.env` into URLs; `edaenv env` prints them as
-EDAENV_* variables and `edaenv up` shows them as a table.
+EDAENV_* variables and `edaenv up` shows them as a table; the host's clients (commands, the
+relay run on the host, the pytest plugin) connect through host_endpoint and connect_database.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from edaenv import wire
 from edaenv.config import Config
+from edaenv.errors import UsageError
 from edaenv.stack.dotenv import read_env
+
+if TYPE_CHECKING:
+    import psycopg
 
 HOST = "127.0.0.1"
 
@@ -96,3 +104,39 @@ def _broker(config: Config, ports: dict[str, int], secrets: dict[str, str]) -> E
     password = quote(password, safe="")
     url = f"{scheme}://{quote(user, safe='')}:{password}@{HOST}:{port}{path}"
     return Endpoint("broker", what, "EDAENV_BROKER_URL", url, secret=password)
+
+
+# --- the host's clients ----------------------------------------------------------------
+
+
+def host_endpoint(config: Config) -> wire.Endpoint:
+    """The stack's broker on 127.0.0.1 (ports from edaenv.yaml, credentials from .env);
+    EDAENV_BROKER_URL wins, as it does in the relay and consumer containers."""
+    url = os.environ.get("EDAENV_BROKER_URL")
+    if not url:
+        url = environment(config)["EDAENV_BROKER_URL"]
+    return wire.Endpoint(broker=config.broker, url=url)
+
+
+def database_url(config: Config) -> str:
+    """The stack's Postgres on 127.0.0.1; EDAENV_DATABASE_URL wins."""
+    url = os.environ.get("EDAENV_DATABASE_URL")
+    if url:
+        return url
+    if not config.has("postgres"):
+        raise UsageError(
+            "postgres is off in edaenv.yaml, so there is no outbox",
+            hint="set `components: {postgres: true, outbox: true}`, or publish "
+            "without --via-outbox",
+        )
+    from edaenv.stack.endpoints import environment
+
+    return environment(config)["EDAENV_DATABASE_URL"]
+
+
+def connect_database(url: str, *, timeout: int = 5) -> psycopg.Connection[Any]:
+    """A host-side connection to the stack's Postgres. Text always comes as UTF-8: against a
+    database created with encoding SQL_ASCII, psycopg would otherwise give text as bytes."""
+    import psycopg
+
+    return psycopg.connect(url, connect_timeout=timeout, client_encoding="UTF8")
