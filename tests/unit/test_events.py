@@ -248,8 +248,8 @@ def test_malformed_json_names_the_place(tmp_path: Path) -> None:
 def test_the_host_endpoint_comes_from_the_config_unless_the_environment_says_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edaenv.stack.endpoints import host_endpoint
     from edaenv.config import parse_config
+    from edaenv.stack.endpoints import host_endpoint
 
     config = parse_config(
         "version: 1\nproject: shop\nbroker: rabbitmq\nports: {offset: 100}\n",
