@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from edaenv.errors import EdaenvError, UsageError
 from edaenv.names import shown
 
 if TYPE_CHECKING:
-    from edaenv.brokers.base import Broker
+    from edaenv.wire import Delivery
 
 
 @dataclass
@@ -182,6 +182,7 @@ def _events(config: Config, limit: int) -> dict[str, str]:
     for the summary)."""
     from edaenv.application import Stack
     from edaenv.events.contracts import load_contracts, topics
+    from edaenv.outbox.dlq import read_dead_letters
 
     files = {}
     counts: dict[str, dict[str, int | str]] = {}
@@ -193,7 +194,13 @@ def _events(config: Config, limit: int) -> dict[str, str]:
             counts[topic] = {}
             for kind, name in (("events", topic), ("dead-letters", dead)):
                 try:
-                    last, total = _last(broker, name, limit)
+                    if kind == "events":
+                        read = broker.tail(name, from_beginning=True, follow=False, idle_timeout=2)
+                    else:  # the letters still to handle: not Kafka's markers, nor what they resolve
+                        read = (
+                            d.delivery for d in read_dead_letters(broker, config.broker, [topic])
+                        )
+                    last, total = _last(read, limit)
                 except EdaenvError as exc:  # e.g. no dead letter yet: keep the other topics
                     files[f"{kind}/{topic}.error.txt"] = f"{exc}\n"
                     counts[topic][kind] = str(exc).splitlines()[0][:200]
@@ -206,13 +213,13 @@ def _events(config: Config, limit: int) -> dict[str, str]:
     return files
 
 
-def _last(broker: Broker, name: str, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The last `limit` events of a topic by CloudEvents time, and how many there are.
-    Partitions are read one after the other, so the last ones read are not the last ones
-    sent: keep the last of each."""
+def _last(deliveries: Iterable[Delivery], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The last `limit` events by CloudEvents time, and how many there are. Partitions are
+    read one after the other, so the last ones read are not the last ones sent: keep the last
+    of each."""
     last: dict[str, deque[dict[str, Any]]] = {}
     total = 0
-    for delivery in broker.tail(name, from_beginning=True, follow=False, idle_timeout=2.0):
+    for delivery in deliveries:
         total += 1
         partition = str(delivery.position.get("partition", ""))
         last.setdefault(partition, deque(maxlen=limit)).append(
