@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edaenv.cli import common
-from edaenv.errors import UsageError
+from edaenv.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
     from edaenv.config import Config
@@ -90,15 +90,37 @@ def down(
             "--volumes", "-v", help="Also delete the volumes: every message, row and metric."
         ),
     ] = False,
+    rmi: Annotated[
+        bool,
+        typer.Option(
+            "--rmi", help="Also remove the relay and consumer images `up` built (not pulled ones)."
+        ),
+    ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Stop and remove the stack's containers and network (volumes are kept unless asked)."""
     from edaenv import console
     from edaenv.engine import lifecycle
 
     config = common.config()
-    removed, deleted = lifecycle.down(config, volumes=volumes)
-    kept = f", {deleted} volume(s) deleted" if volumes else "; volumes kept (--volumes deletes)"
-    console.success(f"stack '{config.project}' is down: {removed} container(s) removed{kept}")
+    done = lifecycle.down(config, volumes=volumes, images=rmi)
+    if json_:
+        console.emit_json(
+            {
+                "project": config.project,
+                "containers_removed": done.containers,
+                "volumes_deleted": done.volumes if volumes else None,
+                "images_removed": done.images,
+            }
+        )
+        return
+    kept = (
+        f", {done.volumes} volume(s) deleted" if volumes else "; volumes kept (--volumes deletes)"
+    )
+    built = f", {len(done.images)} built image(s) removed" if rmi else ""
+    console.success(
+        f"stack '{config.project}' is down: {done.containers} container(s) removed{kept}{built}"
+    )
 
 
 def status(
@@ -198,6 +220,17 @@ def logs(
     if not config.compose_file.is_file():
         raise UsageError(
             f"{config.compose_file} does not exist", hint="start the stack first: `edaenv up`"
+        )
+    # compose prints nothing and exits 0 for a stack that is not there: say so instead.
+    from edaenv.engine import api
+    from edaenv.engine.watch import snapshot
+
+    present = {state.service for state in snapshot(api.connect(), config.project)}
+    if not present or (service is not None and service not in present):
+        what = f"service '{service}' of stack" if service else "stack"
+        raise EngineError(
+            f"{what} '{config.project}' has no container, so no logs",
+            hint="start it with `edaenv up`; `edaenv status` shows what runs",
         )
     command = compose.compose(config, "logs").flag("--follow", follow).option("--tail", tail)
     compose.run([*command, *([service] if service else [])], capture=False)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edaenv.config import Config
 from edaenv.engine import api, compose, preflight
@@ -21,6 +22,9 @@ from edaenv.engine.status import (
 )
 from edaenv.engine.watch import Watch, snapshot
 from edaenv.errors import EngineError, UsageError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 APP_SERVICES = ("relay", "consumer")
 TICK_S = 0.1  # progress refresh; no engine calls behind it
@@ -155,9 +159,17 @@ def _remember_volumes(config: Config, engine: api.Engine) -> None:
     remember_volumes(config, engine, read_env(config.env_file))
 
 
-def down(config: Config, *, volumes: bool) -> tuple[int, int]:
-    """Stop and remove the project's containers and network, and with `volumes` its volumes:
-    (containers, volumes) removed. Only things carrying this project's label are touched."""
+@dataclass
+class DownResult:
+    containers: int  # removed
+    volumes: int  # deleted (with --volumes)
+    images: list[str] = field(default_factory=list)  # built images removed (with --rmi)
+
+
+def down(config: Config, *, volumes: bool, images: bool = False) -> DownResult:
+    """Stop and remove the project's containers and network; with `volumes` its volumes, with
+    `images` the images `up` built for it (relay, consumer; never a pulled one). Only things
+    carrying this project's label or its image names are touched."""
     client = docker_client()
     label = {"label": f"{PROJECT_LABEL}={config.project}"}
     removed = len(containers(client, config.project))
@@ -167,16 +179,31 @@ def down(config: Config, *, volumes: bool) -> tuple[int, int]:
         command = compose.Command(
             ["docker", "compose", "--project-name", config.project, "down", "--remove-orphans"]
         )
-    if not volumes:
-        compose.run(command, timeout=300)
-        return removed, 0
-    deleted = len(client.volumes.list(filters=label))
-    compose.run(command.flag("--volumes"), timeout=300)
-    # compose deletes only the volumes the current file declares; a component turned off
-    # since `up` leaves its volume behind.
-    for volume in client.volumes.list(filters=label):
-        volume.remove()
-    return removed, deleted
+    deleted = len(client.volumes.list(filters=label)) if volumes else 0
+    compose.run(command.flag("--volumes", volumes), timeout=300)
+    if volumes:
+        # compose deletes only the volumes the current file declares; a component turned off
+        # since `up` leaves its volume behind.
+        for volume in client.volumes.list(filters=label):
+            volume.remove()
+    return DownResult(removed, deleted, _remove_built_images(config, client) if images else [])
+
+
+def _remove_built_images(config: Config, client: DockerClient) -> list[str]:
+    """The relay and consumer images `up` built (`<project>-<role>:dev`, see the fragments).
+    compose's own `--rmi local` would skip them (they have a name), `--rmi all` would also
+    remove the broker's and the databases' pulled images."""
+    from docker.errors import ImageNotFound
+
+    gone = []
+    for role in APP_SERVICES:
+        name = f"{config.project}-{role}:dev"
+        try:
+            client.images.remove(name)
+        except ImageNotFound:
+            continue
+        gone.append(name)
+    return gone
 
 
 def _failure(
