@@ -49,6 +49,9 @@ def up(
             help="Seconds to wait for the health checks before failing.", min=1, metavar="SECONDS"
         ),
     ] = 180,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr).")
+    ] = False,
 ) -> None:
     """Check the machine, render the stack, start it and wait until it is healthy; then show
     its endpoints."""
@@ -67,9 +70,31 @@ def up(
             progress=progress.update,
             warn=_warn,
             started=started,
+            step=progress.step,
         )
     from edaenv import console
 
+    if json_:
+        console.emit_json(
+            {
+                "project": config.project,
+                "healthy": wait and all(state.ready for state in result.services),
+                "seconds": round(result.seconds, 2),
+                "services": [
+                    {
+                        "service": state.service,
+                        "state": state.state,
+                        "health": state.health,
+                        "ready_s": round(result.ready_at[state.service], 2)
+                        if state.service in result.ready_at
+                        else None,
+                    }
+                    for state in result.services
+                ],
+                "stale_volumes": result.stale_volumes,
+            }
+        )
+        return
     _endpoints_table(config)
     if not wait:
         console.success(
@@ -262,6 +287,13 @@ class _Progress:
         self.started = False
         self.shown: dict[str, str] = {}
         self.ready_at: dict[str, float] = {}
+
+    def step(self, message: str) -> None:
+        """What `up` does before any container exists (wheels, builds, pulls): said at once,
+        so a terminal is never blank for seconds."""
+        from edaenv import console
+
+        console.info(f"{message} ...")
 
     def update(self, states: list[ServiceState], elapsed: float) -> None:
         from edaenv import console

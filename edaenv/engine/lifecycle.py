@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edaenv.config import Config
 from edaenv.engine import api, compose, preflight
@@ -55,6 +55,7 @@ def up(
     warn: Callable[[str, str], None] | None = None,
     started: float | None = None,
     keep_existing: bool = False,
+    step: Callable[[str], None] | None = None,
 ) -> UpResult:
     """Start `services` (all when empty). keep_existing leaves the project's existing
     containers as they are (no recreate, no orphan removal): only missing containers are created
@@ -73,11 +74,13 @@ def up(
     if preflight.busy_host_ports(config):
         preflight.check_ports(config, docker_client())
 
+    say = step or (lambda _: None)
     render_if_changed(config)
     building = any(name in config.services() for name in APP_SERVICES)
     if building and importlib.util.find_spec("edaenv.engine.images") is not None:
         from edaenv.engine.images import prepare_app_wheels
 
+        say("preparing edaenv's wheels for the relay and consumer images")
         prepare_app_wheels(config)
 
     command = compose.compose(config, "up", "--detach")
@@ -88,10 +91,12 @@ def up(
     # The subprocess's own limit only catches a hung compose: --wait-timeout reports first.
     limit = None if building else timeout + 60
     stale = _warn_stale_volumes(config, engine, warn)
+    say("starting: compose builds and pulls what is missing" if building else "starting")
     running = compose.start(command)
     job = _Background(lambda: running.finish(timeout=limit))
     ready_at: dict[str, float] = {}
     watch: Watch | None = None
+    broken: list[ServiceState] = []
     try:
         # Subscribed after compose started: what happened before is in the watch's snapshot.
         watch = Watch(engine, config.project)
@@ -107,7 +112,10 @@ def up(
                     ready_at[state.service] = elapsed
             if progress:
                 progress(states, elapsed)
-            if done:
+            # A container of this run that exited, failed to start or whose health check
+            # failed for good (no service has a restart policy): nothing left to wait for.
+            broken = [s for s in states if s.failed and s.id in watch.fresh]
+            if done or (wait and broken):
                 break
     except BaseException:  # Ctrl-C: compose runs in its own process group, stop it too
         running.stop()
@@ -115,6 +123,11 @@ def up(
     finally:
         if watch is not None:
             watch.close()
+    if broken and not job.wait(0):
+        running.stop()  # the containers stay as they are, for `edaenv logs` and `status`
+        _remember_volumes(config, engine)
+        seen = {state.service: state for state in broken}
+        raise _failure(config, engine, services, timeout, seen=seen) or EngineError("up failed")
     _remember_volumes(config, engine)
     try:
         job.result()
@@ -122,12 +135,11 @@ def up(
         # Without compose v2 (or with one too old for --wait) `up` fails having started
         # nothing: checking only then keeps the version check off the way to healthy.
         preflight.check_compose()
-        said = exc.result.tail(1)
-        reason = f"compose: {said}" if said else f"compose exit code {exc.result.returncode}"
-        raise _failure(config, engine, services, timeout, reason) or exc from None
+        failure = _failure(config, engine, services, timeout, compose_said=exc.result.stderr)
+        raise failure or exc from None
     if wait:
         # compose 2.40 can exit 0 when --wait-timeout expires: trust the engine, not the code.
-        failure = _failure(config, engine, services, timeout, "compose reported success")
+        failure = _failure(config, engine, services, timeout)
         if failure:
             raise failure
     return UpResult(time.monotonic() - started, ready_at, states, stale)
@@ -207,38 +219,117 @@ def _remove_built_images(config: Config, client: DockerClient) -> list[str]:
 
 
 def _failure(
-    config: Config, engine: api.Engine, services: list[str], timeout: float, reason: str
+    config: Config,
+    engine: api.Engine,
+    services: list[str],
+    timeout: float,
+    *,
+    compose_said: str = "",
+    seen: dict[str, ServiceState] | None = None,
 ) -> ServiceFailed | None:
-    """What failed among the services `up` started, with their health checks and logs."""
-    wanted = set(services or config.services())
-    final = [s for s in snapshot(engine, config.project) if s.service in wanted]
-    failing = [s for s in final if s.failed] or [s for s in final if not s.ready]
-    if not failing:
+    """Every service `up` started that is not ready, each with its likely cause, its last
+    health checks and log lines. "Timeout" only when all that is wrong is still starting.
+    `seen`: failures the engine's events told of, which its container list may not show yet."""
+    wanted = [s for s in config.services() if not services or s in services]
+    final = {s.service: s for s in snapshot(engine, config.project)}
+    final.update(seen or {})
+    if all(final.get(name) and final[name].ready for name in wanted):
         return None
     from docker.errors import NotFound  # the Docker SDK only once something failed
 
     client = docker_client()
-    lines: list[str] = []
-    for state in failing:
-        lines.append(f"{state.service}: {state.shown()}")
-        try:
-            container = client.containers.get(state.container)
-        except NotFound:
+    causes: dict[str, str] = {}
+    details: list[str] = []
+    for name in wanted:
+        state = final.get(name)
+        if state is not None and state.ready:
             continue
-        checks = health_output(container)
-        if checks:
-            lines.append("  health check (latest last):")
-            lines += [f"    {line}" for line in checks]
-        logs = log_tail(container, 15)
-        if logs:
-            lines.append("  last log lines:")
-            lines += [f"    | {line}" for line in logs]
-    names = ", ".join(s.service for s in failing)
-    return ServiceFailed(
-        f"{names} did not become healthy within {timeout:g}s ({reason})\n" + "\n".join(lines),
-        hint=f"`edaenv logs {failing[0].service}` shows the whole log, `edaenv status` every "
-        f"service; a slow machine may need `--timeout {int(timeout * 2)}`",
+        attrs: dict[str, Any] = {}
+        container = None
+        if state is not None:
+            try:
+                container = client.containers.get(state.container)
+                attrs = container.attrs
+            except NotFound:
+                pass
+        causes[name] = _cause(config, client, name, state, attrs, compose_said)
+        details.append(f"{name}: {causes[name]}")
+        if container is not None:
+            checks = health_output(container)
+            if checks:
+                details.append("  health check (latest last):")
+                details += [f"    {line}" for line in checks]
+            logs = log_tail(container, 15)
+            if logs:
+                details.append("  last log lines:")
+                details += [f"    | {line}" for line in logs]
+    names = ", ".join(causes)
+    first = next((n for n, cause in causes.items() if cause != STILL_STARTING), next(iter(causes)))
+    if all(cause == STILL_STARTING for cause in causes.values()):
+        return ServiceFailed(
+            f"{names} did not become healthy within {timeout:g}s (still starting)\n"
+            + "\n".join(details),
+            hint=f"`edaenv logs {first}` shows the whole log; a slow machine may need "
+            f"`--timeout {int(timeout * 2)}`",
+        )
+    pulls = [cause for cause in causes.values() if cause.startswith("image ")]
+    hint = (
+        "no registry reachable? pull the image where one is and `docker load` it here, or "
+        "name a mirror in edaenv.yaml (`images: {postgres: mirror.example.com/postgres:17}`) "
+        "or in the engine's registry-mirrors"
+        if pulls
+        else f"`edaenv logs {first}` shows the whole log, `edaenv status` every service"
     )
+    summary = "; ".join(f"{name} {cause.splitlines()[0]}" for name, cause in causes.items())
+    return ServiceFailed(f"up failed: {summary}\n" + "\n".join(details), hint=hint)
+
+
+STILL_STARTING = "still starting"
+
+
+def _cause(
+    config: Config,
+    client: DockerClient,
+    name: str,
+    state: ServiceState | None,
+    attrs: dict[str, Any],
+    compose_said: str,
+) -> str:
+    """Why a service is not ready, in a few words a user can act on."""
+    if state is None:
+        image = _image(config, name)
+        if image is not None and not _image_present(client, image):
+            return f"image {image} is not here and could not be pulled"
+        said = compose_said.strip().splitlines()[-1:] or ["no container was created"]
+        return f"not created ({said[0][:300]})"
+    error = str((attrs.get("State") or {}).get("Error") or "").strip()
+    if error:
+        return f"failed to start: {error[:300]} (does the image fit this service?)"
+    if state.state in ("exited", "dead"):
+        return f"exited with code {state.exit_code}"
+    if state.health == "unhealthy":
+        return "unhealthy: its health check failed, retries exhausted"
+    if state.state == "created":
+        return "not started: it waits for a service that failed"
+    if state.state == "running" and state.health == "starting":
+        return STILL_STARTING
+    return state.shown()
+
+
+def _image(config: Config, service: str) -> str | None:
+    """The image a service runs: pulled ones from edaenv.yaml; the relay's and consumer's
+    are built, not pulled."""
+    return None if service in APP_SERVICES else config.image(service)
+
+
+def _image_present(client: DockerClient, image: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        return False
+    return True
 
 
 class _Background:

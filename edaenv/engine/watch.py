@@ -35,6 +35,9 @@ class Watch:
         )
         self.states: dict[str, ServiceState] = {}
         self._ids: dict[str, str] = {}  # service -> id of its current container
+        # Containers created or started since the watch began: only their failures are this
+        # run's (an old container stopped for a recreate dies too, and that is no failure).
+        self.fresh: set[str] = set()
         for state in snapshot(engine, project):
             self.states[state.service] = state
             self._ids[state.service] = state.id
@@ -77,6 +80,8 @@ class Watch:
                 self.states.pop(service, None)
                 return True
             return False
+        if action in ("create", "start"):
+            self.fresh.add(container_id)
         if action == "create":
             self._ids[service] = container_id
             name = attributes.get("name", "")

@@ -41,3 +41,67 @@ def test_down_rmi_removes_the_images_up_built_and_no_other(
     assert not stack.client.images.list(name=built)
     for image in stack_images.values():  # the pulled (here: stand-in) images stay
         assert stack.client.images.get(image)
+
+
+def test_up_stops_at_once_on_an_image_that_cannot_start(
+    make_stack: MakeStack, stack_images: dict[str, str]
+) -> None:
+    """It was reported as "did not become healthy within 60s ... a slow machine may need
+    --timeout 120" after waiting: the broker image here has no entrypoint for NATS's flags."""
+    import yaml
+
+    stack = make_stack("nats", ("postgres",))
+    config = stack.root / "edaenv.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["images"]["broker"] = stack_images.get("python", "python:3.12-slim")
+    config.write_text(yaml.safe_dump(data))
+    result = stack.edaenv("up", "--timeout", "120")
+    assert result.code == 1, result.text
+    assert result.seconds < 60, result.seconds
+    first = result.err.split("error: ", 1)[1].splitlines()[0]
+    assert first.startswith("up failed: broker failed to start: "), first
+    assert "does the image fit this service?" in first
+    assert "within" not in result.err and "--timeout" not in result.err
+
+
+def test_up_names_every_failed_service_with_its_cause(make_stack: MakeStack) -> None:
+    """A consumer that exited made `up` wait the full timeout, and the relay, also unhealthy,
+    was not named."""
+    stack = make_stack("nats", ("postgres", "outbox", "consumer"))
+    stack.override(
+        "services:\n"
+        "  consumer:\n"
+        '    command: ["python3", "-c", "import sys; print(\'giving up\'); sys.exit(3)"]\n'
+        "  relay:\n"
+        "    healthcheck:\n"
+        '      test: ["CMD", "false"]\n'
+        "      interval: 1s\n"
+        "      retries: 2\n"
+        "      start_period: 0s\n"
+    )
+    result = stack.edaenv("up", "--timeout", "300", timeout=600)
+    assert result.code == 1, result.text
+    assert result.seconds < 150, result.seconds  # not the 300 s timeout
+    first = result.err.split("error: ", 1)[1].splitlines()[0]
+    assert "consumer exited with code 3" in first, result.err
+    assert "relay unhealthy" in first or "relay still starting" in first, first
+    assert "    | giving up" in result.err  # the consumer's last log line
+    assert "within" not in first
+
+
+def test_up_names_an_image_it_cannot_pull_and_how_to_get_it(make_stack: MakeStack) -> None:
+    import yaml
+
+    stack = make_stack("nats", ())
+    config = stack.root / "edaenv.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["images"]["broker"] = "edaenv-test-missing/broker:0"
+    config.write_text(yaml.safe_dump(data))
+    result = stack.edaenv("up", "--timeout", "60")
+    assert result.code == 1, result.text
+    assert result.err.startswith("starting ...\n") or "starting ..." in result.err
+    assert (
+        "error: up failed: broker image edaenv-test-missing/broker:0 is not here and could "
+        "not be pulled\n" in result.err
+    ), result.err
+    assert "docker load" in result.err and "images:" in result.err
