@@ -9,7 +9,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from edaenv.config import Config
-from edaenv.errors import BrokerError, UsageError
+from edaenv.engine.drift import Drift, advice
+from edaenv.errors import BrokerError, EdaenvError, UsageError
 from edaenv.names import shown
 
 if TYPE_CHECKING:
@@ -90,7 +91,27 @@ class Stack:
         from edaenv.brokers.registry import connect
         from edaenv.stack.endpoints import host_endpoint
 
-        return connect(host_endpoint(self.config))
+        try:
+            return connect(host_endpoint(self.config))
+        except BrokerError as exc:
+            drifted = self._drift()
+            if not drifted:
+                raise
+            raise BrokerError(
+                f"{exc.message}: the running stack is not what edaenv.yaml describes ("
+                + "; ".join(d.shown() for d in drifted)
+                + ")",
+                hint=advice(drifted),
+            ) from None
+
+    def _drift(self) -> list[Drift]:
+        from edaenv.engine import api
+        from edaenv.engine.drift import drift
+
+        try:
+            return drift(self.config, api.connect(timeout=2))
+        except (EdaenvError, OSError):
+            return []
 
     def dead_letter_source(self, topic: str) -> str:
         """What `tail` reads for a topic's dead letters on this stack's broker."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -153,6 +153,8 @@ def status(
 ) -> None:
     """State, health, ports and uptime of every service (exit 1 unless all are healthy)."""
     from edaenv import console
+    from edaenv.engine import api
+    from edaenv.engine.drift import advice, drift
     from edaenv.engine.status import docker_client, snapshot
 
     config = common.config()
@@ -161,7 +163,9 @@ def status(
     missing = [name for name in config.services() if name not in present]
     unhealthy = [state.service for state in states if not state.ready]
     stuck = _stuck_rows(config, states)
-    healthy = not missing and not unhealthy and not stuck.total
+    drifted = drift(config, api.connect()) if states else []
+    faults = _active_faults(config)
+    healthy = not missing and not unhealthy and not stuck.total and not drifted
     if json_:
         console.emit_json(
             {
@@ -170,6 +174,8 @@ def status(
                 "missing": missing,
                 "services": [state.to_json() for state in states],
                 "stuck_outbox_rows": stuck.to_json(),
+                "drift": [d.to_json() for d in drifted],
+                "active_faults": faults,
             }
         )
     else:
@@ -182,14 +188,35 @@ def status(
             ("service", "state", "ports (127.0.0.1 -> container)", "uptime"),
             rows,
         )
-        if missing or unhealthy:
+        if drifted:
+            console.warn(
+                "the running stack differs from edaenv.yaml:\n"
+                + "\n".join(f"  {d.shown()}" for d in drifted),
+                hint=advice(drifted),
+            )
+        faulted = {fault.get("target") for fault in faults}
+        if faults:
+            console.warn(
+                "injected faults are active:\n"
+                + "\n".join(f"  {f.get('id')}: {f.get('kind')} {f.get('target')}" for f in faults),
+                hint="`edaenv inject heal --all` ends them (`edaenv inject heal ID` one)",
+            )
+        down = [name for name in missing + unhealthy if name not in faulted]
+        if down:
             console.info(
-                f"not healthy: {', '.join(missing + unhealthy)}; `edaenv up` starts "
+                f"not healthy: {', '.join(down)}; `edaenv up` starts "
                 "the stack, `edaenv logs SERVICE` shows why a service fails"
             )
         _show_stuck(stuck)
     if not healthy:
         raise typer.Exit(1)
+
+
+def _active_faults(config: Config) -> list[dict[str, Any]]:
+    """Container faults `edaenv inject` left active (pause, stop, partition, ...)."""
+    from edaenv.faults.state import FaultStore
+
+    return [dict(fault) for fault in FaultStore(config.generated_dir).active()]
 
 
 def _stuck_rows(config: Config, states: list[ServiceState]) -> Report:
@@ -271,11 +298,33 @@ def env(
     from edaenv import console
     from edaenv.stack.endpoints import environment
 
-    variables = environment(common.config())
+    config = common.config()
+    variables = environment(config)
+    _warn_drift(config)
     if json_:
         console.emit_json(variables)
         return
     console.plain("".join(f"{key}={shlex.quote(value)}\n" for key, value in variables.items()))
+
+
+def _warn_drift(config: Config) -> None:
+    """On stderr, when the running stack is not what edaenv.yaml describes: these endpoints
+    may not exist. Silent without an engine or a stack (`env` works before `up`)."""
+    from edaenv import console
+    from edaenv.engine import api
+    from edaenv.engine.drift import advice, drift
+    from edaenv.errors import EdaenvError
+
+    try:
+        drifted = drift(config, api.connect(timeout=2))
+    except (EdaenvError, OSError):
+        return
+    if drifted:
+        console.warn(
+            "the running stack differs from edaenv.yaml, so some of these endpoints do not "
+            "exist:\n" + "\n".join(f"  {d.shown()}" for d in drifted),
+            hint=advice(drifted),
+        )
 
 
 class _Progress:

@@ -91,6 +91,7 @@ def up(
     # The subprocess's own limit only catches a hung compose: --wait-timeout reports first.
     limit = None if building else timeout + 60
     stale = _warn_stale_volumes(config, engine, warn)
+    _warn_drift(config, engine, warn)
     say("starting: compose builds and pulls what is missing" if building else "starting")
     running = compose.start(command)
     job = _Background(lambda: running.finish(timeout=limit))
@@ -161,6 +162,24 @@ def _warn_stale_volumes(
             "(or restore the previous .env)",
         )
     return stale
+
+
+def _warn_drift(
+    config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
+) -> None:
+    """What this `up` changes in a running stack because edaenv.yaml changed."""
+    from edaenv.engine.drift import drift
+
+    changes = drift(config, engine)
+    if changes and warn:
+        broker = any(change.what == "broker" for change in changes)
+        warn(
+            "edaenv.yaml changed since the stack started; up applies: "
+            + "; ".join(f"{c.what} {c.running} -> {c.configured}" for c in changes),
+            "the old broker's data stays in its own volume (`edaenv down --volumes` deletes it)"
+            if broker
+            else "services whose configuration changed are recreated",
+        )
 
 
 def _remember_volumes(config: Config, engine: api.Engine) -> None:
