@@ -6,6 +6,7 @@ Every validation error names the file, the line and the key, and says how to fix
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -42,17 +43,6 @@ SERVICE_PORTS: dict[str, dict[str, int]] = {
     "jaeger": {"ui": 16686, "otlp-grpc": 4317, "otlp-http": 4318},
     "prometheus": {"http": 9090},
     "grafana": {"http": 3000},
-}
-DEFAULT_IMAGES: dict[str, str] = {
-    "broker-kafka": "apache/kafka:4.1.0",
-    "broker-redpanda": "redpandadata/redpanda:v25.2.10",
-    "broker-rabbitmq": "rabbitmq:4.1-management",
-    "broker-nats": "nats:2.11-alpine",
-    "postgres": "postgres:17",
-    "jaeger": "cr.jaegertracing.io/jaegertracing/jaeger:2.9.0",
-    "prometheus": "prom/prometheus:v3.5.0",
-    "grafana": "grafana/grafana:12.1.1",
-    "python": "python:3.12-slim",
 }
 # Keys an `images:` override may name: service roles, plus `python` (base of relay/consumer).
 IMAGE_KEYS = ("broker", "postgres", "jaeger", "prometheus", "grafana", "python")
@@ -129,7 +119,32 @@ class Config:
         """The image of a service role (or `python`), honouring overrides."""
         if key in self.images:
             return self.images[key]
-        return DEFAULT_IMAGES[f"broker-{self.broker}" if key == "broker" else key]
+        return default_images()[f"broker-{self.broker}" if key == "broker" else key]
+
+
+IMAGES_FILE = "compose.images.yaml"  # in compose-fragments/
+
+
+@functools.cache
+def default_images() -> dict[str, str]:
+    """Role (`broker-<name>`, `postgres`, ..., `python`) -> image, from compose-fragments/
+    compose.images.yaml: one data file that Renovate and Dependabot can update."""
+    import yaml
+
+    from edaenv.resources import fragments_dir
+
+    path = fragments_dir() / IMAGES_FILE
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    images = {
+        str(role): spec.get("image")
+        for role, spec in ((data or {}).get("services") or {}).items()
+        if isinstance(spec, dict)
+    }
+    wanted = {*(f"broker-{name}" for name in BROKERS), *(k for k in IMAGE_KEYS if k != "broker")}
+    broken = sorted(role for role in wanted if not isinstance(images.get(role), str))
+    if broken:  # packaged data: a broken file is edaenv's bug, said plainly
+        raise ConfigError(f"{path}: no image for {', '.join(broken)}", hint="reinstall edaenv")
+    return {role: str(images[role]) for role in wanted}
 
 
 def find_config(start: Path | None = None) -> Path:
@@ -437,7 +452,7 @@ class _Validator:
         images = {}
         for key, image in raw.items():
             text = self.string(
-                image, (*at, key), hint="an image reference, e.g. `mirror.example.com/postgres:17`"
+                image, (*at, key), hint="an image reference, e.g. `mirror.example.com/postgres:18`"
             )
             # The grammar admits no space, quote, '#', '$' or newline: an image value cannot
             # add YAML structure or a compose variable to the rendered file.
@@ -551,7 +566,7 @@ def render_config(
         line(f"  offset: {port_offset}", "added to every published port (127.0.0.1 only)"),
         line("  # postgres: 5433", "a service's port before the offset"),
         line("images: {}", "service -> image, e.g. for a registry mirror:"),
-        "  # postgres: mirror.example.com/library/postgres:17",
+        "  # postgres: mirror.example.com/library/postgres:18",
         line(
             f"scaffold: {_scalar(scaffold)}",
             "the user-owned scaffold and the compose file live here",

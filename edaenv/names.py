@@ -93,7 +93,7 @@ def check_image(value: str, where: str | None) -> str:
             f"{shown(str(value))} is not an image reference",
             where=where,
             hint="write [registry[:port]/]name[:tag][@sha256:digest] in lowercase, "
-            "e.g. 'mirror.example.com/library/postgres:17'",
+            "e.g. 'mirror.example.com/library/postgres:18'",
         )
     return value
 

@@ -294,7 +294,7 @@ def _failure(
     pulls = [cause for cause in causes.values() if cause.startswith("image ")]
     hint = (
         "no registry reachable? pull the image where one is and `docker load` it here, or "
-        "name a mirror in edaenv.yaml (`images: {postgres: mirror.example.com/postgres:17}`) "
+        "name a mirror in edaenv.yaml (`images: {postgres: mirror.example.com/postgres:18}`) "
         "or in the engine's registry-mirrors"
         if pulls
         else f"`edaenv logs {first}` shows the whole log, `edaenv status` every service"

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from edaenv.config import Config
-from edaenv.stack.resources import fragments_dir
+from edaenv.resources import fragments_dir
 
 PACKAGE = Path(__file__).resolve().parent.parent
 STAMP = "render.stamp"

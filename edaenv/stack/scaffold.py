@@ -17,9 +17,9 @@ from pathlib import Path
 from edaenv import names
 from edaenv.config import BROKERS, COMPONENTS, CONFIG_NAME, Config, parse_config, render_config
 from edaenv.errors import UsageError
+from edaenv.resources import templates_dir
 from edaenv.stack.dotenv import fresh_secrets, write_env
 from edaenv.stack.files import commit_files, file_error
-from edaenv.stack.resources import templates_dir
 
 
 @dataclass

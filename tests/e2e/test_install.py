@@ -209,6 +209,8 @@ def test_pip_venv_from_the_built_wheel_builds_and_brings_a_stack_up(
     run("git", "init", "-q", fresh, env=user, cwd=tmp_path)
     run(edaenv, "init", "--defaults", env=user, cwd=fresh)
     run(edaenv, "render", "--check", env=user, cwd=fresh)
+    # The default images come from the wheel's compose-fragments/compose.images.yaml.
+    assert "image: postgres:18\n" in (fresh / "eda" / "compose.yaml").read_text()
 
     stack = make_stack("nats", COMPONENTS)
     up = subprocess.run(

@@ -308,7 +308,7 @@ def test_volume_with_other_credentials_warns(make_stack: MakeStack) -> None:
     # The record lives in the git-ignored .generated/ (0600), never in compose.yaml.
     record = stack.scaffold / ".generated" / "volumes" / f"{stack.project}.json"
     assert record.stat().st_mode & 0o777 == 0o600
-    assert b"labels" not in (stack.scaffold / "compose.yaml").read_bytes()
+    assert b"\n  postgres-data: {}\n" in (stack.scaffold / "compose.yaml").read_bytes()  # no label
     # The fix the warning gives works: a fresh volume takes the current .env, no warning.
     assert stack.edaenv("down", "--volumes").code == 0
     assert "other credentials" not in stack.up("--timeout", "120").err

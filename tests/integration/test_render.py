@@ -241,4 +241,4 @@ def test_compose_yaml_carries_nothing_derived_from_the_secrets(project: Path) ->
     env_file.write_text(env_file.read_text().replace("POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=x"))
     assert run_edaenv("render", cwd=project).code == 0
     assert compose.read_bytes() == before
-    assert b"labels" not in before and b"edaenv.secrets" not in before
+    assert b"\n  postgres-data: {}\n" in before and b"edaenv.secrets" not in before
