@@ -84,6 +84,7 @@ def github(
     ] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print instead of writing.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a workflow you changed.")] = False,
+    json: Json = False,
 ) -> None:
     """Write a GitHub Actions workflow: stack up with --wait on free ports, the tests, a failure
     bundle as an artifact on failure, and always a teardown with volumes."""
@@ -97,7 +98,8 @@ def github(
     )
 
     config = common.config()
-    if install is None and (warning := install_step(config, git_root(config.root)).warning):
+    warning = install_step(config, git_root(config.root)).warning if install is None else None
+    if warning and not json:
         console.warn(warning, hint="name edaenv in a requirements file, or pass --install")
     text = github_workflow(
         config,
@@ -111,4 +113,7 @@ def github(
         return
     path = output or git_root(config.root) / WORKFLOW_PATH
     write_workflow(path, text, force=force)
+    if json:
+        console.emit_json({"path": str(path), "warning": warning})
+        return
     console.success(f"wrote {path}")

@@ -58,6 +58,7 @@ def init(
             help="Rewrite edaenv.yaml; add missing scaffold files, never overwrite yours."
         ),
     ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Scaffold edaenv in a repository: edaenv.yaml, .env with fresh secrets, events/, the outbox
     migration, and the stack's compose file."""
@@ -110,6 +111,16 @@ def init(
         force=force,
     )
     result = run_init(plan)
+    if json_:
+        console.emit_json(
+            {
+                "project": project,
+                "broker": result.config.broker,
+                "created": [_rel(created, target) for created in result.written],
+                "kept": [_rel(kept, target) for kept in result.kept],
+            }
+        )
+        return
     for created in result.written:
         console.created(_rel(created, target))
     for kept in result.kept:
@@ -144,6 +155,7 @@ def render(
             "--check", help="Exit 1 when a generated file on disk is stale; write nothing."
         ),
     ] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Assemble the stack's compose file and service configs from edaenv.yaml."""
     from edaenv import console
@@ -153,21 +165,35 @@ def render(
         # What the repository commits, from edaenv.yaml alone: no .env (a fresh clone has
         # none) and no CI isolation variables (they move a run, not the committed file).
         config = common.config(isolation=False)
-        stale = stale_files(config, render_committed(config))
-        for rel in stale:
-            console.info(f"stale: {_rel(config.scaffold_dir / rel, Path.cwd())}")
+        stale = [
+            _rel(config.scaffold_dir / rel, Path.cwd())
+            for rel in stale_files(config, render_committed(config))
+        ]
+        if json_:
+            console.emit_json({"up_to_date": not stale, "stale": stale})
+        else:
+            for path in stale:
+                console.info(f"stale: {path}")
+            if stale:
+                console.info("run `edaenv render` to regenerate")
+            else:
+                console.success("generated files are up to date")
         if stale:
-            console.info("run `edaenv render` to regenerate")
             raise typer.Exit(1)
-        console.success("generated files are up to date")
         return
     config = common.config()
     if stdout:
         [compose_text] = render_committed(config).values()
         console.plain(compose_text)
         return
-    write_files(config, render_stack(config))
-    console.plain(_rel(config.compose_file, Path.cwd()))
+    written = write_files(config, render_stack(config))
+    compose_file = _rel(config.compose_file, Path.cwd())
+    if json_:
+        console.emit_json(
+            {"compose_file": compose_file, "written": [_rel(p, Path.cwd()) for p in written]}
+        )
+        return
+    console.plain(compose_file)
 
 
 def _components(with_: list[str], without: list[str]) -> frozenset[str]:

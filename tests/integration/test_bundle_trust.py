@@ -82,8 +82,10 @@ def test_bundle_reads_the_outbox_of_edaenv_database_url_and_counts_dead_letters(
     # and lists the letters still to handle, as `dlq list` does: neither the marker nor dead-2.
     project.ok("dlq", "purge", "--id", "dead-2", "--yes")
 
-    result = project.run("bundle", "out", env=env, timeout=180)
+    result = project.run("bundle", "out", "--json", env=env, timeout=180)
     assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["directory"] == "out" and "out/summary.md" in report["files"]
     outbox = json.loads((project.root / "out" / "outbox.json").read_text())
     assert outbox["backlog"] == 2
     summary = (project.root / "out" / "summary.md").read_text()

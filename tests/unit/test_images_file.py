@@ -85,3 +85,9 @@ def test_the_postgres_volume_follows_the_images_data_layout(image: str, mount: s
 def test_any_major_version_gets_its_layout(major: int, suffix: str) -> None:
     expected = "/var/lib/postgresql" if major >= 18 else "/var/lib/postgresql/data"
     assert postgres_data_dir(f"registry:5000/postgres:{major}{suffix}") == expected
+
+
+def test_the_docs_list_the_files_images() -> None:
+    docs = (REPO / "docs" / "stack.md").read_text()
+    for role, image in listed().items():
+        assert f"| `{role}` | `{image}` |" in docs
