@@ -36,10 +36,13 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from events_support import BROKER_URLS, require_quietly  # noqa: E402
 
 from edaenv.brokers.base import Endpoint, Message  # noqa: E402
+from edaenv.brokers.kafka import BINDING as KAFKA  # noqa: E402
+from edaenv.brokers.nats import BINDING as NATS  # noqa: E402
+from edaenv.brokers.nats import nats_subject  # noqa: E402
+from edaenv.brokers.rabbitmq import BINDING as AMQP  # noqa: E402
 from edaenv.brokers.registry import connect  # noqa: E402
-from edaenv.events import topology  # noqa: E402
 from edaenv.events.contracts import load_contract  # noqa: E402
-from edaenv.events.envelope import AMQP, KAFKA, NATS, Envelope  # noqa: E402
+from edaenv.events.envelope import Envelope  # noqa: E402
 from edaenv.events.generate import generator  # noqa: E402
 
 EDAENV = str(Path(sys.executable).with_name("edaenv"))
@@ -182,7 +185,7 @@ def raw_nats(url: str, batch: list[Message]) -> float:
 
     prepared = [
         (
-            topology.nats_subject(m.topic, m.key),
+            nats_subject(m.topic, m.key),
             m.value,
             {**NATS.headers(m.attributes, m.headers), "Nats-Msg-Id": m.attributes["id"]},
         )

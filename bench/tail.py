@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from events_support import BROKER_URLS, require_quietly  # noqa: E402
 
-from edaenv.events import topology  # noqa: E402
+from edaenv.brokers import rabbitmq_topology  # noqa: E402
 
 EDAENV = str(Path(sys.executable).with_name("edaenv"))
 
@@ -109,7 +109,9 @@ def raw_rabbitmq(url: str, topic: str, count: int, sink: Any) -> float:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=1000)
-    stream = channel.consume(topology.rabbit_log(topic), arguments={"x-stream-offset": "first"})
+    stream = channel.consume(
+        rabbitmq_topology.log_name(topic), arguments={"x-stream-offset": "first"}
+    )
     for seen, (method, _props, body) in enumerate(stream, 1):
         sink.write(body + b"\n")
         if seen % 500 == 0 or seen == count:

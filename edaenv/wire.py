@@ -5,6 +5,7 @@ layer after errors and names (docs/architecture.md)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,3 +77,47 @@ RESOLVED = "edaenv-dlq-resolved"
 
 def position_text(position: dict[str, Any]) -> str:
     return json.dumps(position, sort_keys=True, default=str)
+
+
+CONTENT_TYPE = "datacontenttype"  # the CloudEvents attribute a binding may carry apart
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The header names of one protocol binding."""
+
+    prefix: str
+    content_type: str | None  # header of datacontenttype; None: the protocol's own property
+
+    def headers(self, attributes: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:
+        out = dict(other)
+        for name, value in attributes.items():
+            if name != CONTENT_TYPE:
+                out[self.prefix + name] = value
+            elif self.content_type is not None:
+                out[self.content_type] = value
+        return out
+
+    def split(
+        self, headers: Iterable[tuple[str, Any]], content_type: str | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """(CloudEvents attributes, other headers) of a received message; values as text."""
+        attributes: dict[str, str] = {}
+        other: dict[str, str] = {}
+        size = len(self.prefix)
+        for name, raw in headers:
+            if isinstance(raw, str):
+                value = raw
+            elif isinstance(raw, bytes):
+                value = raw.decode("utf-8", "replace")
+            else:
+                value = "" if raw is None else str(raw)
+            if name.startswith(self.prefix):
+                attributes[name[size:]] = value
+            elif self.content_type is not None and name.lower() == self.content_type:
+                attributes[CONTENT_TYPE] = value
+            else:
+                other[name] = value
+        if content_type and attributes:
+            attributes[CONTENT_TYPE] = content_type
+        return attributes, other

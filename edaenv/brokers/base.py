@@ -88,9 +88,9 @@ class Broker(Protocol):
     ) -> Iterator[Delivery]:
         """Read without side effects: no committed offsets, nothing taken from a queue.
 
-        `topic` is a topic, or a dead-letter name (topology.dlq_topic, rabbit_dlq,
-        nats_dlq_subject). Not following, it stops at the end present when it started, or after
-        idle_timeout seconds without a message. Raises BrokerError when the topic is missing."""
+        `topic` is a topic, or a dead-letter name (each adapter's `dead_letter_source`). Not
+        following, it stops at the end present when it started, or after idle_timeout seconds
+        without a message. Raises BrokerError when the topic is missing."""
         ...
 
     def subscribe(self, topic: str, group: str) -> Subscription: ...

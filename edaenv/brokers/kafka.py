@@ -15,8 +15,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from edaenv.brokers import base
 from edaenv.errors import BrokerError
-from edaenv.events import topology
-from edaenv.events.envelope import KAFKA
+from edaenv.wire import Binding
+
+# The CloudEvents protocol binding's header names.
+BINDING = Binding("ce_", "content-type")
 
 PARTITIONS = 3
 MAX_MESSAGE_BYTES = 1_000_000  # librdkafka's and the brokers' default limit
@@ -68,9 +70,7 @@ class KafkaBroker:
         )
 
     def ensure_topology(self, topics: Sequence[str]) -> None:
-        wanted = list(
-            dict.fromkeys(t for topic in topics for t in (topic, topology.dlq_topic(topic)))
-        )
+        wanted = list(dict.fromkeys(t for topic in topics for t in (topic, dlq_topic(topic))))
         missing = [t for t in wanted if t not in self.known]
         if missing:
             self.known = self._topics()
@@ -135,7 +135,7 @@ class KafkaBroker:
         producer = self.producer()
         produce, poll = producer.produce, producer.poll
         for index, message in enumerate(messages):
-            headers: Any = KAFKA.headers(message.attributes, message.headers)
+            headers: Any = BINDING.headers(message.attributes, message.headers)
             while True:
                 try:
                     sent[index] = clock()
@@ -257,7 +257,7 @@ class KafkaBroker:
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
     ) -> base.Ack:
-        return self.publish([base.dead_letter(delivery, topology.dlq_topic(topic), headers)])[0]
+        return self.publish([base.dead_letter(delivery, dlq_topic(topic), headers)])[0]
 
     def remove_dead_letters(self, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
         """A log cannot lose one record: append a marker naming each letter's position, in the
@@ -331,7 +331,7 @@ class KafkaSubscription:
 
 def _delivery(record: Message) -> base.Delivery:
     pairs: Any = record.headers() or ()  # consumed records: a list of (name, bytes | None)
-    attributes, headers = KAFKA.split(pairs)
+    attributes, headers = BINDING.split(pairs)
     key = record.key()
     text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
     return base.Delivery(
@@ -346,7 +346,7 @@ def _delivery(record: Message) -> base.Delivery:
 
 def dead_letter_source(topic: str) -> str:
     """What `tail` reads a topic's dead letters from: its dead-letter topic."""
-    return topology.dlq_topic(topic)
+    return dlq_topic(topic)
 
 
 def _hosts(bootstrap: str) -> list[tuple[str, int]]:
@@ -373,3 +373,8 @@ def _size(message: base.Message) -> int:
     headers = sum(len(k) + len(v) for k, v in message.attributes.items())
     headers += sum(len(k) + len(v) for k, v in message.headers.items())
     return len(message.value) + len(message.key) + headers + 64
+
+
+def dlq_topic(topic: str) -> str:
+    """The topic's dead-letter topic."""
+    return f"{topic}.dlq"

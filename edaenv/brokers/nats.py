@@ -23,8 +23,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from edaenv.brokers import base
 from edaenv.errors import BrokerError
-from edaenv.events import topology
-from edaenv.events.envelope import NATS
+from edaenv.wire import Binding
+
+# The CloudEvents protocol binding's header names.
+BINDING = Binding("ce-", "content-type")
 
 T = TypeVar("T")
 ACK_TIMEOUT = 15.0
@@ -120,8 +122,8 @@ class NatsBroker:
         async def ensure() -> None:
             for topic in dict.fromkeys(topics):
                 for stream, subject in (
-                    (topology.nats_stream(topic), f"{topic}.>"),
-                    (topology.nats_dlq_stream(topic), topology.nats_dlq_subject(topic)),
+                    (nats_stream(topic), f"{topic}.>"),
+                    (nats_dlq_stream(topic), nats_dlq_subject(topic)),
                 ):
                     try:
                         await self.js.stream_info(stream)
@@ -175,13 +177,13 @@ class NatsBroker:
 
         publish = self.js.publish_async
         for index, message in enumerate(messages):
-            headers = NATS.headers(message.attributes, message.headers)
+            headers = BINDING.headers(message.attributes, message.headers)
             dedup_id = message.dedup_id or message.attributes.get("id")
             if dedup_id:
                 headers[MSG_ID] = dedup_id
             sent = clock()
             future = await publish(
-                topology.nats_subject(message.topic, message.key), message.value, headers=headers
+                nats_subject(message.topic, message.key), message.value, headers=headers
             )
             future.add_done_callback(partial(done, index, sent))
             pending.append(future)
@@ -210,7 +212,7 @@ class NatsBroker:
                     f"than nats accepts (max_payload {self.max_message_bytes})"
                 )
         for topic in sorted({m.topic for m in messages}):
-            stream = topology.nats_stream(topic)
+            stream = nats_stream(topic)
             if stream not in self.streams:
                 self._stream_of(f"{topic}.>")
                 self.streams.add(stream)
@@ -288,11 +290,11 @@ class NatsBroker:
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
     ) -> base.Ack:
         # No Nats-Msg-Id: every failure is a letter of its own.
-        all_headers = NATS.headers(delivery.attributes, {**delivery.headers, **headers})
+        all_headers = BINDING.headers(delivery.attributes, {**delivery.headers, **headers})
         sent = time.perf_counter()
         ack = self._call(
             self.js.publish(
-                topology.nats_dlq_subject(topic, _token(delivery.key)),
+                nats_dlq_subject(topic, _token(delivery.key)),
                 delivery.value,
                 headers=all_headers,
                 timeout=ACK_TIMEOUT,
@@ -379,7 +381,7 @@ class NatsSubscription:
 def _delivery(msg: Msg, prefix: str) -> base.Delivery:
     headers = dict(msg.headers or {})
     headers.pop(MSG_ID, None)
-    attributes, other = NATS.split(headers.items())
+    attributes, other = BINDING.split(headers.items())
     meta = msg.metadata
     key = msg.subject[len(prefix) + 1 :] if msg.subject.startswith(prefix + ".") else msg.subject
     return base.Delivery(
@@ -394,7 +396,7 @@ def _delivery(msg: Msg, prefix: str) -> base.Delivery:
 
 def dead_letter_source(topic: str) -> str:
     """What `tail` reads a topic's dead letters from: the subjects of its DLQ stream."""
-    return topology.nats_dlq_subject(topic)
+    return nats_dlq_subject(topic)
 
 
 def _token(key: str) -> str:
@@ -408,3 +410,23 @@ def _without_empty_credentials(url: str) -> str:
         return url
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# --- the JetStream objects behind a topic ----------------------------------------------------
+
+
+def nats_stream(topic: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", topic).upper()
+
+
+def nats_subject(topic: str, key: str) -> str:
+    """The aggregate id is the last subject token, so per-subject order is per-aggregate order."""
+    return f"{topic}.{re.sub(r'[.*> ]', '_', key)}"
+
+
+def nats_dlq_stream(topic: str) -> str:
+    return f"DLQ_{nats_stream(topic)}"
+
+
+def nats_dlq_subject(topic: str, key: str = ">") -> str:
+    return f"dlq.{topic}.{key}"

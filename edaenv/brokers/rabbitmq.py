@@ -17,9 +17,12 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from edaenv.brokers import base
+from edaenv.brokers import rabbitmq_topology as topology
 from edaenv.errors import BrokerError
-from edaenv.events import topology
-from edaenv.events.envelope import AMQP
+from edaenv.wire import Binding
+
+# The CloudEvents protocol binding's header names.
+BINDING = Binding("cloudEvents_", None)
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
 CONFIRM_TIMEOUT = 15.0
@@ -91,18 +94,14 @@ class RabbitBroker:
     def ensure_topology(self, topics: Sequence[str]) -> None:
         try:
             channel = self.connection.channel()
+            # The same lists the stack's definitions.json is rendered from.
             for topic in dict.fromkeys(topics):
-                dlx = topology.rabbit_dlx(topic)
-                channel.exchange_declare(topic, "topic", durable=True)
-                channel.exchange_declare(dlx, "fanout", durable=True)
-                for queue, arguments, source, key in (
-                    (topology.rabbit_queue(topic), {"x-dead-letter-exchange": dlx}, topic, "#"),
-                    (topology.rabbit_dlq(topic), {}, dlx, ""),
-                    (topology.rabbit_log(topic), topology.RABBIT_LOG_ARGUMENTS, topic, "#"),
-                ):
-                    channel.queue_declare(queue, durable=True, arguments=arguments)
-                    channel.queue_bind(queue, source, routing_key=key)
-                self.exchanges.update((topic, dlx))
+                for exchange in topology.exchanges(topic):
+                    channel.exchange_declare(exchange.name, exchange.type, durable=True)
+                    self.exchanges.add(exchange.name)
+                for queue in topology.queues(topic):
+                    channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+                    channel.queue_bind(queue.name, queue.source, routing_key=queue.routing_key)
             channel.close()
         except pika.exceptions.ChannelClosedByBroker as exc:
             raise BrokerError(
@@ -166,7 +165,7 @@ class RabbitBroker:
                     content_type=message.attributes.get("datacontenttype"),
                     message_id=message.attributes.get("id"),
                     delivery_mode=2,
-                    headers=AMQP.headers(message.attributes, message.headers),
+                    headers=BINDING.headers(message.attributes, message.headers),
                 )
                 self._tag += 1
                 self._outstanding[self._tag] = (index, clock())
@@ -246,7 +245,7 @@ class RabbitBroker:
     def tail(
         self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
     ) -> Iterator[base.Delivery]:
-        log = topology.rabbit_log(topic)
+        log = topology.log_name(topic)
         try:
             if self._exists("queue", log):
                 yield from self._tail_stream(log, topic, from_beginning, follow, idle_timeout)
@@ -343,7 +342,7 @@ class RabbitBroker:
     def subscribe(self, topic: str, group: str) -> RabbitSubscription:
         """Every subscriber of a topic shares its queue `<topic>.consumer` (competing
         consumers); the group name is not needed to find it."""
-        queue = topology.rabbit_queue(topic)
+        queue = topology.queue_name(topic)
         if not self._exists("queue", queue):
             raise BrokerError(
                 f"queue '{queue}' does not exist on rabbitmq at {self.url}",
@@ -357,7 +356,7 @@ class RabbitBroker:
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
     ) -> base.Ack:
-        return self.publish([base.dead_letter(delivery, topology.rabbit_dlx(topic), headers)])[0]
+        return self.publish([base.dead_letter(delivery, topology.dlx_name(topic), headers)])[0]
 
     def remove_dead_letters(self, letters: Sequence[base.Delivery]) -> list[base.Delivery]:
         """A queue removes a message only when a consumer acknowledges it: take each queue's
@@ -460,7 +459,7 @@ class RabbitSubscription:
 
 def dead_letter_source(topic: str) -> str:
     """What `tail` reads a topic's dead letters from: its dead-letter queue."""
-    return topology.rabbit_dlq(topic)
+    return topology.dlq_name(topic)
 
 
 def _identity(letter: base.Delivery) -> tuple[Any, ...]:
@@ -494,7 +493,7 @@ def _delivery(
     headers: dict[str, Any],
     position: dict[str, Any],
 ) -> base.Delivery:
-    attributes, other = AMQP.split(headers.items(), props.content_type)
+    attributes, other = BINDING.split(headers.items(), props.content_type)
     return base.Delivery(
         topic=method.exchange or topic,
         key=method.routing_key,

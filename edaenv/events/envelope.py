@@ -1,10 +1,10 @@
 """The CloudEvents 1.0 envelope in binary mode: the attributes travel as protocol headers, the
 JSON data is the message body, and the aggregate id is the message key.
 
-Names of the headers follow each protocol binding: Kafka `ce_<attr>` with `content-type`, AMQP
-`cloudEvents_<attr>` with the message's content-type property, NATS `ce-<attr>` with
-`content-type`. Besides the core attributes an event carries two extensions: `traceparent`
-(W3C Trace Context, the CloudEvents distributed-tracing extension) and `correlationid`.
+The header names follow each protocol binding, which its broker adapter holds (a
+`wire.Binding`: Kafka `ce_<attr>`, AMQP `cloudEvents_<attr>`, NATS `ce-<attr>`). Besides the core
+attributes an event carries two extensions: `traceparent` (W3C Trace Context, the CloudEvents
+distributed-tracing extension) and `correlationid`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,53 +28,6 @@ CORE = ("id", "source", "type", "specversion", "time", "subject", "datacontentty
 TRACEPARENT = "traceparent"
 CORRELATION_ID = "correlationid"
 _OUTBOX_ATTRIBUTES = frozenset((*CORE, TRACEPARENT, CORRELATION_ID))
-CONTENT_TYPE = "datacontenttype"
-
-
-@dataclass(frozen=True)
-class Binding:
-    """The header names of one protocol binding."""
-
-    prefix: str
-    content_type: str | None  # header of datacontenttype; None: the protocol's own property
-
-    def headers(self, attributes: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:
-        out = dict(other)
-        for name, value in attributes.items():
-            if name != CONTENT_TYPE:
-                out[self.prefix + name] = value
-            elif self.content_type is not None:
-                out[self.content_type] = value
-        return out
-
-    def split(
-        self, headers: Iterable[tuple[str, Any]], content_type: str | None = None
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """(CloudEvents attributes, other headers) of a received message; values as text."""
-        attributes: dict[str, str] = {}
-        other: dict[str, str] = {}
-        size = len(self.prefix)
-        for name, raw in headers:
-            if isinstance(raw, str):
-                value = raw
-            elif isinstance(raw, bytes):
-                value = raw.decode("utf-8", "replace")
-            else:
-                value = "" if raw is None else str(raw)
-            if name.startswith(self.prefix):
-                attributes[name[size:]] = value
-            elif self.content_type is not None and name.lower() == self.content_type:
-                attributes[CONTENT_TYPE] = value
-            else:
-                other[name] = value
-        if content_type and attributes:
-            attributes[CONTENT_TYPE] = content_type
-        return attributes, other
-
-
-KAFKA = Binding("ce_", "content-type")
-AMQP = Binding("cloudEvents_", None)
-NATS = Binding("ce-", "content-type")
 
 
 # Ids and trace contexts come from a generator seeded by the OS (random.Random seeds itself

@@ -18,7 +18,6 @@ import jinja2
 import yaml
 
 from edaenv.config import Config
-from edaenv.events import topology
 from edaenv.events.contracts import load_contracts, topics
 from edaenv.resources import fragments_dir
 from edaenv.stack.dotenv import read_env
@@ -248,97 +247,15 @@ def nats_string(value: str) -> str:
 
 
 def rabbitmq_definitions(config: Config) -> str:
-    """Users and topology imported at boot. With definitions, RabbitMQ creates no default user,
-    so the user from .env is here, as a salted SHA-256 hash (salt derived, for determinism)."""
+    """Users and topology imported at boot (brokers/rabbitmq_topology.py defines both for the
+    adapter too). The user from .env is there as a salted SHA-256 hash (salt derived, for
+    determinism)."""
+    from edaenv.brokers import rabbitmq_topology
+
     secrets = read_env(config.env_file)
     user, password = secrets["RABBITMQ_USER"], secrets["RABBITMQ_PASSWORD"]
     salt = hashlib.sha256(f"{config.project}:{user}:{password}".encode()).digest()[:4]
     password_hash = base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest())
-    exchanges, queues, bindings = [], [], []
-    for topic in topics(load_contracts(config.scaffold_dir / "events")):
-        dlx, dlq, queue = (
-            topology.rabbit_dlx(topic),
-            topology.rabbit_dlq(topic),
-            topology.rabbit_queue(topic),
-        )
-        exchanges += [
-            {
-                "name": topic,
-                "vhost": "/",
-                "type": "topic",
-                "durable": True,
-                "auto_delete": False,
-                "internal": False,
-                "arguments": {},
-            },
-            {
-                "name": dlx,
-                "vhost": "/",
-                "type": "fanout",
-                "durable": True,
-                "auto_delete": False,
-                "internal": False,
-                "arguments": {},
-            },
-        ]
-        queues += [
-            {
-                "name": queue,
-                "vhost": "/",
-                "durable": True,
-                "auto_delete": False,
-                "arguments": {"x-dead-letter-exchange": dlx},
-            },
-            {"name": dlq, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
-            {
-                "name": topology.rabbit_log(topic),
-                "vhost": "/",
-                "durable": True,
-                "auto_delete": False,
-                "arguments": dict(topology.RABBIT_LOG_ARGUMENTS),
-            },
-        ]
-        bindings += [
-            {
-                "source": topic,
-                "vhost": "/",
-                "destination": queue,
-                "destination_type": "queue",
-                "routing_key": "#",
-                "arguments": {},
-            },
-            {
-                "source": dlx,
-                "vhost": "/",
-                "destination": dlq,
-                "destination_type": "queue",
-                "routing_key": "",
-                "arguments": {},
-            },
-            {
-                "source": topic,
-                "vhost": "/",
-                "destination": topology.rabbit_log(topic),
-                "destination_type": "queue",
-                "routing_key": "#",
-                "arguments": {},
-            },
-        ]
-    definitions = {
-        "users": [
-            {
-                "name": user,
-                "password_hash": password_hash.decode(),
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": ["administrator"],
-            }
-        ],
-        "vhosts": [{"name": "/"}],
-        "permissions": [
-            {"user": user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
-        ],
-        "exchanges": exchanges,
-        "queues": queues,
-        "bindings": bindings,
-    }
+    every = topics(load_contracts(config.scaffold_dir / "events"))
+    definitions = rabbitmq_topology.definitions(every, user, password_hash.decode())
     return json.dumps(definitions, indent=2, sort_keys=True) + "\n"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edaenv import __version__
-from edaenv.outbox import images
+from edaenv.engine import images
 from tests.e2e.conftest import REPO, MakeStack, Stack
 
 pytestmark = pytest.mark.engine

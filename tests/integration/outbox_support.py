@@ -27,8 +27,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from edaenv.brokers.base import RESOLVED, Ack, Delivery, Message, position_text
+from edaenv.brokers.kafka import BINDING as KAFKA
 from edaenv.errors import BrokerError
-from edaenv.events.envelope import KAFKA
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION = ROOT / "templates/scaffold/template/db/migrations/001_outbox.sql"

@@ -52,8 +52,8 @@ def test_bundle_reads_the_outbox_of_edaenv_database_url_and_counts_dead_letters(
     import psycopg
 
     from edaenv.brokers.base import Endpoint, Message
+    from edaenv.brokers.kafka import dlq_topic
     from edaenv.brokers.registry import connect
-    from edaenv.events.topology import dlq_topic
 
     url, _ = schema_url
     project = make_project(tmp_path / "shop", "kafka")

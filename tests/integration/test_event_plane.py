@@ -231,7 +231,7 @@ def _assert_untouched(project: Project, broker: Any) -> None:
         assert queue.method.message_count == 40  # still all there for the consumer
         channel.close()
     else:
-        from edaenv.events.topology import nats_stream
+        from edaenv.brokers.nats import nats_stream
 
         info = broker._run(broker.js.stream_info(nats_stream(project.topic)))
         assert info.state.consumer_count == 0
