@@ -12,12 +12,12 @@ from typing import Any
 import jsonschema
 import pytest
 
+from edaenv.brokers.kafka import BINDING as KAFKA
+from edaenv.brokers.nats import BINDING as NATS
+from edaenv.brokers.rabbitmq import BINDING as AMQP
 from edaenv.errors import ContractError, UsageError
 from edaenv.events.contracts import Contract
 from edaenv.events.envelope import (
-    AMQP,
-    KAFKA,
-    NATS,
     Envelope,
     message_from_outbox,
     new_id,
