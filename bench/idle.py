@@ -123,11 +123,9 @@ def main() -> None:
     parser.add_argument("--brokers", default="kafka,rabbitmq,nats")
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    images: dict[str, str] = {}
-    if os.environ.get("EDAENV_TEST_IMAGES") != "official":
-        from tests.images.standins import ensure_images
+    from bench.up import stack_images
 
-        images = ensure_images()
+    images = stack_images()
     client = docker.from_env()
     empty, _ = window(client, None, args.seconds)
     print(f"machine with no stack: {empty:.1f}% of one core over {args.seconds:g} s (noise floor)")

@@ -254,16 +254,23 @@ def port_free(port: int) -> bool:
     return True
 
 
+def stack_images() -> dict[str, str]:
+    """Role -> the stand-in image built from Debian packages (no registry needed); empty with
+    EDAENV_TEST_IMAGES=official, which keeps the official images."""
+    if os.environ.get("EDAENV_TEST_IMAGES") == "official":
+        return {}
+    from tests.images.standins import ensure_images
+
+    images: dict[str, str] = ensure_images()
+    return images
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--brokers", default="nats,rabbitmq,kafka")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    images: dict[str, str] = {}
-    if os.environ.get("EDAENV_TEST_IMAGES") != "official":
-        from tests.images.standins import ensure_images
-
-        images = ensure_images()
+    images = stack_images()
     rows = []
     for broker in args.brokers.split(","):
         root = make_project(broker, free_offset(), images)
