@@ -21,6 +21,8 @@ from edaenv.engine.status import ENGINE_HINT, EngineUnreachable, docker_client
 
 
 class Engine(Protocol):
+    api_version: str  # the Engine API version it speaks, e.g. "1.41" (Docker 20.10)
+
     def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
 
     def inspect(self, container_id: str) -> dict[str, Any] | None: ...
@@ -45,6 +47,7 @@ def connect(timeout: float = 10) -> Engine:
     engine = _UnixEngine(address[len("unix://") :], timeout)
     try:
         status, body = engine.request("/_ping")
+        engine.api_version = engine.last_headers.get("Api-Version", "")
     except OSError as exc:
         raise discovery.unreachable(endpoint, str(exc.strerror or exc)) from None
     if status != 200:
@@ -69,12 +72,15 @@ class _UnixEngine:
     def __init__(self, path: str, timeout: float):
         self.path = path
         self.timeout = timeout
+        self.api_version = ""
+        self.last_headers: dict[str, str] = {}
 
     def request(self, url: str) -> tuple[int, bytes]:
         connection = _Connection(self.path, self.timeout)
         try:
             connection.request("GET", url)
             response = connection.getresponse()
+            self.last_headers = dict(response.getheaders())
             return response.status, response.read()
         finally:
             connection.close()
@@ -125,6 +131,7 @@ class _UnixEvents:
 class _SdkEngine:
     def __init__(self, timeout: float):
         self.client = docker_client(timeout)
+        self.api_version = str(self.client.version().get("ApiVersion", ""))
 
     def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.client.api.containers(all=True, filters=filters)

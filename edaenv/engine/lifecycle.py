@@ -76,6 +76,7 @@ def up(
 
     say = step or (lambda _: None)
     render_if_changed(config)
+    compose.write_engine_override(config, engine.api_version)
     building = any(name in config.services() for name in APP_SERVICES)
     if building and importlib.util.find_spec("edaenv.engine.images") is not None:
         from edaenv.engine.images import prepare_app_wheels

@@ -242,3 +242,41 @@ def test_compose_yaml_carries_nothing_derived_from_the_secrets(project: Path) ->
     assert run_edaenv("render", cwd=project).code == 0
     assert compose.read_bytes() == before
     assert b"\n  postgres-data: {}\n" in before and b"edaenv.secrets" not in before
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_compose_accepts_the_idle_check_override_of_newer_engines(
+    project: Path, broker: str
+) -> None:
+    """`up` adds it for engines with Engine API >= 1.44 (start_interval); compose must accept
+    the merged file, checked here even on an older engine."""
+    from edaenv.config import load_config
+    from edaenv.engine.compose import engine_override
+
+    init(project, broker, ())
+    config = load_config(project / "edaenv.yaml")
+    override = project / "eda" / ".generated" / "compose.engine.yaml"
+    override.write_text(engine_override(config, "1.44") or "")
+    merged = subprocess.run(
+        [
+            *compose_v2(),
+            "-f",
+            "eda/compose.yaml",
+            "-f",
+            str(override),
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert merged.returncode == 0, merged.stderr
+    import json
+
+    services = json.loads(merged.stdout)["services"]
+    for name, service in services.items():
+        assert service["healthcheck"]["interval"] == "30s", name
+        assert service["healthcheck"]["start_interval"] == "1s", name
+        assert service["healthcheck"]["start_period"] in ("1m0s", "1m30s"), name

@@ -58,3 +58,22 @@ def test_the_check_catches_an_interpreter() -> None:
         expensive(["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server x"])
         != []
     )
+
+
+@pytest.mark.parametrize(
+    ("api", "written"),
+    [("1.41", False), ("1.43", False), ("1.44", True), ("1.51", True), ("", False)],
+)
+def test_engines_that_take_start_interval_get_idle_checks(api: str, written: bool) -> None:
+    from edaenv.engine.compose import engine_override
+
+    config = parse_config("project: shop\nbroker: nats\n", Path("/r/edaenv.yaml"))
+    text = engine_override(config, api)
+    assert (text is not None) == written
+    if text is not None:
+        services = yaml.safe_load(text)["services"]
+        assert set(services) == set(config.services())
+        assert all(
+            s["healthcheck"] == {"start_interval": "1s", "interval": "30s"}
+            for s in services.values()
+        )
