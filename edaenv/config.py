@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edaenv.errors import ConfigError, UsageError
-from edaenv.names import check_image, check_project, check_scaffold
+from edaenv.names import check_image, check_project, check_scaffold, shown
 
 if TYPE_CHECKING:
     import yaml
@@ -123,28 +123,80 @@ class Config:
 
 
 IMAGES_FILE = "compose.images.yaml"  # in compose-fragments/
+IMAGES_HINT = "this file ships with edaenv: reinstall edaenv (in a checkout: fix the file)"
 
 
 @functools.cache
 def default_images() -> dict[str, str]:
     """Role (`broker-<name>`, `postgres`, ..., `python`) -> image, from compose-fragments/
     compose.images.yaml: one data file that Renovate and Dependabot can update."""
-    import yaml
-
     from edaenv.resources import fragments_dir
 
-    path = fragments_dir() / IMAGES_FILE
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    images = {
-        str(role): spec.get("image")
-        for role, spec in ((data or {}).get("services") or {}).items()
-        if isinstance(spec, dict)
-    }
-    wanted = {*(f"broker-{name}" for name in BROKERS), *(k for k in IMAGE_KEYS if k != "broker")}
-    broken = sorted(role for role in wanted if not isinstance(images.get(role), str))
-    if broken:  # packaged data: a broken file is edaenv's bug, said plainly
-        raise ConfigError(f"{path}: no image for {', '.join(broken)}", hint="reinstall edaenv")
-    return {role: str(images[role]) for role in wanted}
+    return read_images(fragments_dir() / IMAGES_FILE)
+
+
+def image_roles() -> tuple[str, ...]:
+    """The roles the images file lists: one per broker, then the other services and `python`."""
+    return (*(f"broker-{name}" for name in BROKERS), *(k for k in IMAGE_KEYS if k != "broker"))
+
+
+def read_images(path: Path) -> dict[str, str]:
+    """The images file, checked: `services: {<role>: {image: <reference>}}`, every role once.
+    Packaged data, so a broken file is edaenv's bug (or a checkout's edit): said plainly, with
+    the line, never a traceback."""
+    import yaml
+
+    def fail(message: str, node: yaml.Node | None = None) -> ConfigError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return ConfigError(message, where=f"{path}{line}", hint=IMAGES_HINT)
+
+    def mapping(node: yaml.Node | None, what: str, owner: yaml.Node | None) -> list[Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise fail(f"{what} must be a mapping", node or owner)
+        return list(node.value)
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        raise fail(f"cannot read the default images: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text: byte at offset {exc.start}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed"
+        raise ConfigError(
+            f"not valid YAML: {problem}", where=f"{path}{line}", hint=IMAGES_HINT
+        ) from None
+    services = [
+        (key, value) for key, value in mapping(root, "the file", None) if key.value == "services"
+    ]
+    if not services:
+        raise fail("no `services:` mapping", root)
+    services_key, services_node = services[0]
+    roles = image_roles()
+    images: dict[str, str] = {}
+    for key, spec in mapping(services_node, "`services`", services_key):
+        role = str(key.value)
+        if role not in roles:
+            raise fail(f"unknown role {shown(role)}; roles: {', '.join(roles)}", key)
+        if role in images:
+            raise fail(f"role {shown(role)} is listed twice", key)
+        image = [value for name, value in mapping(spec, f"`{role}`", key) if name.value == "image"]
+        if not image:
+            raise fail(f"no image for {role}", key)
+        value = image[0]
+        if not (isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:str"):
+            raise fail(f"the image of {role} must be a string", value)
+        try:
+            images[role] = check_image(value.value, where=None)
+        except UsageError as exc:
+            raise fail(f"{role}: {exc.message}", value) from None
+    missing = [role for role in roles if role not in images]
+    if missing:
+        raise fail(f"no image for {', '.join(missing)}", services_key)
+    return {role: images[role] for role in roles}
 
 
 def find_config(start: Path | None = None) -> Path:

@@ -432,8 +432,10 @@ class RabbitSubscription:
         deadline = time.monotonic() + timeout
         try:
             self.pump(time_limit=0)
+            # pika returns from a wait as soon as a delivery is dispatched: an idle consumer
+            # wakes once per timeout, not every few milliseconds.
             while not self.buffer and time.monotonic() < deadline:
-                self.pump(time_limit=min(0.05, max(0.0, deadline - time.monotonic())))
+                self.pump(time_limit=max(0.0, deadline - time.monotonic()))
         except pika.exceptions.AMQPError as exc:
             raise BrokerError(f"rabbitmq: the consumer lost its channel ({exc})") from None
         deliveries: list[base.Delivery] = []

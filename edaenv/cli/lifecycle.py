@@ -19,6 +19,7 @@ from edaenv.errors import EngineError, UsageError
 if TYPE_CHECKING:
     from edaenv.config import Config
     from edaenv.console import Update
+    from edaenv.engine.drift import Drift
     from edaenv.engine.status import ServiceState
     from edaenv.outbox.stuck import Report
 
@@ -78,7 +79,7 @@ def up(
         console.emit_json(
             {
                 "project": config.project,
-                "healthy": wait and all(state.ready for state in result.services),
+                "healthy": wait and all(lifecycle.done(state) for state in result.services),
                 "seconds": round(result.seconds, 2),
                 "services": [
                     {
@@ -151,7 +152,8 @@ def down(
 def status(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """State, health, ports and uptime of every service (exit 1 unless all are healthy)."""
+    """State, health, ports and uptime of every service; what differs from edaenv.yaml and the
+    injected faults that are active (exit 1 unless all are healthy and as edaenv.yaml says)."""
     from edaenv import console
     from edaenv.engine import api
     from edaenv.engine.drift import advice, drift
@@ -164,7 +166,7 @@ def status(
     unhealthy = [state.service for state in states if not state.ready]
     stuck = _stuck_rows(config, states)
     drifted = drift(config, api.connect()) if states else []
-    faults = _active_faults(config)
+    faults = _active_faults(config, states)
     healthy = not missing and not unhealthy and not stuck.total and not drifted
     if json_:
         console.emit_json(
@@ -194,15 +196,20 @@ def status(
                 + "\n".join(f"  {d.shown()}" for d in drifted),
                 hint=advice(drifted),
             )
-        faulted = {fault.get("target") for fault in faults}
         if faults:
             console.warn(
-                "injected faults are active:\n"
-                + "\n".join(f"  {f.get('id')}: {f.get('kind')} {f.get('target')}" for f in faults),
-                hint="`edaenv inject heal --all` ends them (`edaenv inject heal ID` one)",
+                "injected faults are active:\n" + "\n".join(map(_fault_line, faults)),
+                hint="`edaenv inject heal --all` ends every one",
             )
+        faulted = {fault.get("target") for fault in faults}
         down = [name for name in missing + unhealthy if name not in faulted]
-        if down:
+        if down and faults:
+            # A paused broker takes the relay and consumer down with it: `up` would not help.
+            console.info(
+                f"not healthy: {', '.join(down)}, maybe because of the faults above; "
+                "`edaenv logs SERVICE` shows why a service fails"
+            )
+        elif down:
             console.info(
                 f"not healthy: {', '.join(down)}; `edaenv up` starts "
                 "the stack, `edaenv logs SERVICE` shows why a service fails"
@@ -212,11 +219,38 @@ def status(
         raise typer.Exit(1)
 
 
-def _active_faults(config: Config) -> list[dict[str, Any]]:
-    """Container faults `edaenv inject` left active (pause, stop, partition, ...)."""
+def _active_faults(config: Config, states: list[ServiceState]) -> list[dict[str, Any]]:
+    """Faults `edaenv inject` left active (pause, stop, partition, held events). A container
+    fault whose container is gone (`down` and `up` since) no longer holds anything."""
     from edaenv.faults.state import FaultStore
 
-    return [dict(fault) for fault in FaultStore(config.generated_dir).active()]
+    present = {state.id for state in states}
+    return [
+        dict(fault)
+        for fault in FaultStore(config.generated_dir).active()
+        if "container" not in fault or fault["container"] in present
+    ]
+
+
+FAULT_STATES = {
+    "kill": "is killed",
+    "stop": "is stopped",
+    "pause": "is paused",
+    "partition": "is cut off from its networks",
+    "delay": "has events held back",
+}
+
+
+def _fault_line(fault: dict[str, Any]) -> str:
+    """`broker is paused (fault 3f2a1c from `edaenv inject pause`): `edaenv inject heal 3f2a1c`
+    ends it`; a fault injected with `--for` also says when it heals by itself."""
+    kind, ident = fault.get("kind", "?"), fault.get("id", "?")
+    state = FAULT_STATES.get(kind, f"has a {kind} fault")
+    until = f", heals by itself at {fault['until']}" if fault.get("until") else ""
+    return (
+        f"  {fault.get('target')} {state} (fault {ident} from `edaenv inject {kind}`{until}): "
+        f"`edaenv inject heal {ident}` ends it"
+    )
 
 
 def _stuck_rows(config: Config, states: list[ServiceState]) -> Report:
@@ -269,11 +303,8 @@ def logs(
             where="SERVICE",
             hint=f"services of '{config.project}': {', '.join(config.services())}",
         )
-    if not config.compose_file.is_file():
-        raise UsageError(
-            f"{config.compose_file} does not exist", hint="start the stack first: `edaenv up`"
-        )
-    # compose prints nothing and exits 0 for a stack that is not there: say so instead.
+    # compose prints nothing and exits 0 for a stack that is not there: say so instead (the
+    # engine knows the project's containers by label, rendered compose file or not).
     from edaenv.engine import api
     from edaenv.engine.watch import snapshot
 
@@ -283,6 +314,11 @@ def logs(
         raise EngineError(
             f"{what} '{config.project}' has no container, so no logs",
             hint="start it with `edaenv up`; `edaenv status` shows what runs",
+        )
+    if not config.compose_file.is_file():
+        raise UsageError(
+            f"{config.compose_file} does not exist, so compose cannot read the logs",
+            hint="`edaenv render` writes it again",
         )
     command = compose.compose(config, "logs").flag("--follow", follow).option("--tail", tail)
     compose.run([*command, *([service] if service else [])], capture=False)
@@ -300,14 +336,16 @@ def env(
 
     config = common.config()
     variables = environment(config)
-    _warn_drift(config)
+    drifted = _warn_drift(config)
     if json_:
-        console.emit_json(variables)
+        # Only on drift: the object stays a plain variable -> value mapping otherwise.
+        extra = {"drift": [d.to_json() for d in drifted]} if drifted else {}
+        console.emit_json({**variables, **extra})
         return
     console.plain("".join(f"{key}={shlex.quote(value)}\n" for key, value in variables.items()))
 
 
-def _warn_drift(config: Config) -> None:
+def _warn_drift(config: Config) -> list[Drift]:
     """On stderr, when the running stack is not what edaenv.yaml describes: these endpoints
     may not exist. Silent without an engine or a stack (`env` works before `up`)."""
     from edaenv import console
@@ -318,13 +356,14 @@ def _warn_drift(config: Config) -> None:
     try:
         drifted = drift(config, api.connect(timeout=2))
     except (EdaenvError, OSError):
-        return
+        return []
     if drifted:
         console.warn(
             "the running stack differs from edaenv.yaml, so some of these endpoints do not "
             "exist:\n" + "\n".join(f"  {d.shown()}" for d in drifted),
             hint=advice(drifted),
         )
+    return drifted
 
 
 class _Progress:

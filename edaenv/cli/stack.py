@@ -161,6 +161,12 @@ def render(
     from edaenv import console
     from edaenv.stack.render import render_committed, render_stack, stale_files, write_files
 
+    if stdout and (check or json_):
+        raise UsageError(
+            f"prints the compose YAML, so it cannot go with {'--check' if check else '--json'}",
+            where="--stdout",
+            hint="drop --stdout, or run `edaenv render --stdout` alone",
+        )
     if check:
         # What the repository commits, from edaenv.yaml alone: no .env (a fresh clone has
         # none) and no CI isolation variables (they move a run, not the committed file).

@@ -29,6 +29,8 @@ class Engine(Protocol):
 
     def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
 
+    def has_image(self, name: str) -> bool: ...
+
     def events(self, filters: dict[str, list[str]]) -> Events: ...
 
 
@@ -104,6 +106,10 @@ class _UnixEngine:
         found = self._json("/volumes?" + urlencode({"filters": json.dumps(filters)}))
         return list(found.get("Volumes") or [])
 
+    def has_image(self, name: str) -> bool:
+        status, _ = self.request(f"/images/{quote(name)}/json")
+        return status == 200
+
     def events(self, filters: dict[str, list[str]]) -> Events:
         connection = _Connection(self.path, None)
         connection.request("GET", "/events?" + urlencode({"filters": json.dumps(filters)}))
@@ -148,6 +154,15 @@ class _SdkEngine:
 
     def volumes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         return list(self.client.api.volumes(filters=filters).get("Volumes") or [])
+
+    def has_image(self, name: str) -> bool:
+        from docker.errors import ImageNotFound
+
+        try:
+            self.client.api.inspect_image(name)
+        except ImageNotFound:
+            return False
+        return True
 
     def events(self, filters: dict[str, list[str]]) -> Events:
         stream: Events = self.client.events(decode=True, filters=filters)

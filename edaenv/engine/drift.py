@@ -1,6 +1,6 @@
 """What differs between the running stack and edaenv.yaml: the broker, an image, a published
-port, a component. Read from the engine's container list (labels, image, port bindings): no
-inspect per container, nothing started."""
+port, a component. Read from one call of the engine's container list (labels, image, port
+bindings): no inspect per container, nothing started."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     from edaenv.engine.api import Engine
 
 BROKER_LABEL = "dev.edaenv.broker"  # set by each broker fragment
+ONEOFF_LABEL = "com.docker.compose.oneoff"  # `compose run` containers: not the stack's services
 BUILT = ("relay", "consumer")  # images built by `up`, not named in edaenv.yaml
+# A container in these states holds what it was created with; an exited orphan runs nothing
+# and `up` removes it.
+LIVE = ("running", "paused", "restarting")
 
 
 @dataclass(frozen=True)
@@ -31,15 +35,18 @@ class Drift:
 
 
 def find_drift(config: Config, containers: list[dict[str, Any]]) -> list[Drift]:
-    """`containers`: the project's entries of the engine's container list."""
+    """`containers`: the project's entries of the engine's container list. A configured
+    service without a container is not drift: `status` reports it as missing."""
     found: list[Drift] = []
     configured = config.services()
     ports = config.ports()
-    for attrs in sorted(containers, key=lambda a: str((a.get("Labels") or {}).get(SERVICE_LABEL))):
+    services = [c for c in containers if (c.get("Labels") or {}).get(ONEOFF_LABEL) != "True"]
+    for attrs in sorted(services, key=lambda a: str((a.get("Labels") or {}).get(SERVICE_LABEL))):
         labels = attrs.get("Labels") or {}
         service = labels.get(SERVICE_LABEL, "")
         if service not in configured:
-            found.append(Drift(f"component {service}", "it", "it is off"))
+            if attrs.get("State", "running") in LIVE:
+                found.append(Drift(f"component {service}", "it", "it is off"))
             continue
         if service == "broker":
             kind = labels.get(BROKER_LABEL)
@@ -54,7 +61,7 @@ def find_drift(config: Config, containers: list[dict[str, Any]]) -> list[Drift]:
             {int(p["PublicPort"]) for p in attrs.get("Ports") or [] if p.get("PublicPort")}
         )
         wanted = sorted(ports.get(service, {}).values())
-        if published and published != wanted:
+        if published and published != wanted:  # a stopped container publishes nothing
             found.append(Drift(f"ports of {service}", _ports(published), _ports(wanted)))
     return found
 
@@ -65,12 +72,28 @@ def drift(config: Config, engine: Engine) -> list[Drift]:
 
 def advice(drifts: list[Drift]) -> str:
     """How to bring the stack in line with edaenv.yaml."""
-    if any(d.what == "broker" for d in drifts):
+    old = next((d for d in drifts if d.what == "broker"), None)
+    if old is not None:
         return (
-            "`edaenv down` then `edaenv up` starts the configured broker (each broker keeps its "
-            "data in a volume of its own), or restore edaenv.yaml's broker"
+            f"run `edaenv up` to replace the {old.running} broker with {old.configured} (each "
+            f"broker keeps its data in a volume of its own: {old.running}'s stays in "
+            f"{old.running}-data), or restore edaenv.yaml's broker"
         )
-    return "`edaenv up` applies edaenv.yaml to the running stack"
+    return "run `edaenv up` to apply edaenv.yaml to the running stack"
+
+
+def applied(config: Config, drifts: list[Drift]) -> tuple[str, str]:
+    """What `up` says it changes in a running stack, and what happens to the data."""
+    changes = "; ".join(f"{d.what} {d.running} -> {d.configured}" for d in drifts)
+    message = f"edaenv.yaml changed since the stack started; up applies: {changes}"
+    old = next((d.running for d in drifts if d.what == "broker"), None)
+    if old is None:
+        return message, "the services whose configuration changed are recreated"
+    return message, (
+        f"the {old} broker's container is replaced by a {config.broker} one on its own volume "
+        f"{config.broker}-data; {old}'s data stays in {old}-data (`edaenv down --volumes` "
+        "deletes every volume of the stack)"
+    )
 
 
 def _ports(ports: list[int]) -> str:

@@ -83,6 +83,8 @@ def up(
 
         say("preparing edaenv's wheels for the relay and consumer images")
         prepare_app_wheels(config)
+    for image in _missing_images(config, engine, services):
+        say(f"pulling {image} (not on this machine yet)")
 
     command = compose.compose(config, "up", "--detach")
     command.flag("--remove-orphans", not keep_existing).flag("--no-recreate", keep_existing)
@@ -93,7 +95,9 @@ def up(
     limit = None if building else timeout + 60
     stale = _warn_stale_volumes(config, engine, warn)
     _warn_drift(config, engine, warn)
-    say("starting: compose builds and pulls what is missing" if building else "starting")
+    if building:
+        say("building the relay and consumer images (cached after the first time)")
+    say("starting")
     running = compose.start(command)
     job = _Background(lambda: running.finish(timeout=limit))
     ready_at: dict[str, float] = {}
@@ -115,8 +119,9 @@ def up(
             if progress:
                 progress(states, elapsed)
             # A container of this run that exited, failed to start or whose health check
-            # failed for good (no service has a restart policy): nothing left to wait for.
-            broken = [s for s in states if s.failed and s.id in watch.fresh]
+            # failed for good: nothing left to wait for. One the engine restarts by its policy
+            # shows as restarting, and a one-shot that exited 0 did its job.
+            broken = [s for s in states if broken_for_good(s) and s.id in watch.fresh]
             if done or (wait and broken):
                 break
     except BaseException:  # Ctrl-C: compose runs in its own process group, stop it too
@@ -169,18 +174,11 @@ def _warn_drift(
     config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
 ) -> None:
     """What this `up` changes in a running stack because edaenv.yaml changed."""
-    from edaenv.engine.drift import drift
+    from edaenv.engine.drift import applied, drift
 
     changes = drift(config, engine)
     if changes and warn:
-        broker = any(change.what == "broker" for change in changes)
-        warn(
-            "edaenv.yaml changed since the stack started; up applies: "
-            + "; ".join(f"{c.what} {c.running} -> {c.configured}" for c in changes),
-            "the old broker's data stays in its own volume (`edaenv down --volumes` deletes it)"
-            if broker
-            else "services whose configuration changed are recreated",
-        )
+        warn(*applied(config, changes))
 
 
 def _remember_volumes(config: Config, engine: api.Engine) -> None:
@@ -251,84 +249,134 @@ def _failure(
     health checks and log lines. "Timeout" only when all that is wrong is still starting.
     `seen`: failures the engine's events told of, which its container list may not show yet."""
     wanted = [s for s in config.services() if not services or s in services]
+    wanted += [name for name in seen or {} if name not in wanted]  # e.g. compose.override's
     final = {s.service: s for s in snapshot(engine, config.project)}
     final.update(seen or {})
-    if all(final.get(name) and final[name].ready for name in wanted):
+    if all(name in final and done(final[name]) for name in wanted):
         return None
     from docker.errors import NotFound  # the Docker SDK only once something failed
 
     client = docker_client()
     causes: dict[str, str] = {}
-    details: list[str] = []
+    found: dict[str, Any] = {}  # service -> its container
+    pulls: dict[str, str] = {}  # service -> the image compose could not pull
     for name in wanted:
         state = final.get(name)
-        if state is not None and state.ready:
+        if state is not None and done(state):
             continue
         attrs: dict[str, Any] = {}
-        container = None
         if state is not None:
             try:
-                container = client.containers.get(state.container)
-                attrs = container.attrs
+                found[name] = client.containers.get(state.container)
+                attrs = found[name].attrs
             except NotFound:
                 pass
-        causes[name] = _cause(config, client, name, state, attrs, compose_said)
-        details.append(f"{name}: {causes[name]}")
-        if container is not None:
-            checks = health_output(container)
+        image = _image(config, name)
+        if state is None and image is not None and not _image_present(client, image):
+            pulls[name] = image
+        causes[name] = cause(state, attrs, image=pulls.get(name), said=compose_said)
+    if pulls:
+        # compose pulls before it creates anything: one image it cannot pull stops it all.
+        for name, said in causes.items():
+            if name not in pulls and said.startswith("not created ("):
+                causes[name] = "not created: compose stopped at the image it could not pull"
+    # The failures first, then what was still starting, then what followed from a failure
+    # (never created, never started).
+    causes = dict(
+        sorted(
+            causes.items(), key=lambda kv: (kv[1] == STILL_STARTING) + 2 * kv[1].startswith("not ")
+        )
+    )
+    details: list[str] = []
+    for name, said in causes.items():
+        details.append(f"{name}: {said}")
+        if name in pulls:
+            told = [line for line in compose_said.splitlines() if pulls[name] in line]
+            told = told or compose_said.strip().splitlines()[-1:]
+            details += [f"  compose said: {line.strip()[:300]}" for line in told[-1:]]
+        if name in found:
+            checks = health_output(found[name])
             if checks:
                 details.append("  health check (latest last):")
                 details += [f"    {line}" for line in checks]
-            logs = log_tail(container, 15)
+            logs = log_tail(found[name], 15)
             if logs:
                 details.append("  last log lines:")
                 details += [f"    | {line}" for line in logs]
     names = ", ".join(causes)
-    first = next((n for n, cause in causes.items() if cause != STILL_STARTING), next(iter(causes)))
-    if all(cause == STILL_STARTING for cause in causes.values()):
+    first = next((n for n, said in causes.items() if said != STILL_STARTING), next(iter(causes)))
+    if all(said == STILL_STARTING for said in causes.values()):
         return ServiceFailed(
             f"{names} did not become healthy within {timeout:g}s (still starting)\n"
             + "\n".join(details),
             hint=f"`edaenv logs {first}` shows the whole log; a slow machine may need "
             f"`--timeout {int(timeout * 2)}`",
         )
-    pulls = [cause for cause in causes.values() if cause.startswith("image ")]
-    hint = (
-        "no registry reachable? pull the image where one is and `docker load` it here, or "
-        "name a mirror in edaenv.yaml (`images: {postgres: mirror.example.com/postgres:18}`) "
-        "or in the engine's registry-mirrors"
-        if pulls
-        else f"`edaenv logs {first}` shows the whole log, `edaenv status` every service"
-    )
-    summary = "; ".join(f"{name} {cause.splitlines()[0]}" for name, cause in causes.items())
+    if pulls:
+        key, image = next(iter(pulls.items()))
+        hint = (
+            "no registry reachable? pull the image where one is and `docker load` it here "
+            "(or push it to a local registry), or name a mirror in edaenv.yaml "
+            f"(`images: {{{key}: mirror.example.com/{image.rsplit('/', 1)[-1]}}}`) or in the "
+            "engine's registry-mirrors"
+        )
+    else:
+        hint = f"`edaenv logs {first}` shows the whole log, `edaenv status` every service"
+    summary = "; ".join(f"{name} {said.splitlines()[0]}" for name, said in causes.items())
     return ServiceFailed(f"up failed: {summary}\n" + "\n".join(details), hint=hint)
 
 
 STILL_STARTING = "still starting"
 
 
-def _cause(
-    config: Config,
-    client: DockerClient,
-    name: str,
+def broken_for_good(state: ServiceState) -> bool:
+    """Exited (not to be restarted), failed to start, or unhealthy: waiting longer changes
+    nothing."""
+    return state.failed and not done(state)
+
+
+def done(state: ServiceState) -> bool:
+    """Ready, or a one-shot that exited 0 (compose itself says whether the stack needed it
+    running)."""
+    return state.ready or (state.state == "exited" and state.exit_code == 0)
+
+
+def cause(
     state: ServiceState | None,
     attrs: dict[str, Any],
-    compose_said: str,
+    *,
+    image: str | None = None,
+    said: str = "",
 ) -> str:
-    """Why a service is not ready, in a few words a user can act on."""
+    """Why a service is not ready, in a few words a user can act on. attrs: the container's
+    inspect data ({} without a container); image: the image it needs that is not on this
+    machine; said: what compose printed when it failed."""
     if state is None:
-        image = _image(config, name)
-        if image is not None and not _image_present(client, image):
+        if image is not None:
             return f"image {image} is not here and could not be pulled"
-        said = compose_said.strip().splitlines()[-1:] or ["no container was created"]
-        return f"not created ({said[0][:300]})"
-    error = str((attrs.get("State") or {}).get("Error") or "").strip()
+        told = said.strip().splitlines()[-1:] or ["no container was created"]
+        return f"not created ({told[0][:300]})"
+    engine_state = attrs.get("State") or {}
+    error = str(engine_state.get("Error") or "").strip()
     if error:
         return f"failed to start: {error[:300]} (does the image fit this service?)"
+    code = engine_state.get("ExitCode", state.exit_code) if attrs else state.exit_code
+    killed = " (killed: out of memory)" if engine_state.get("OOMKilled") else ""
     if state.state in ("exited", "dead"):
-        return f"exited with code {state.exit_code}"
+        return f"exited with code {code}{killed}"
     if state.health == "unhealthy":
-        return "unhealthy: its health check failed, retries exhausted"
+        checks = (engine_state.get("Health") or {}).get("Log") or []
+        output = " / ".join(
+            line.strip()
+            for line in str((checks[-1] if checks else {}).get("Output") or "").splitlines()
+            if line.strip()
+        )
+        return f"unhealthy: {output[:200] or 'its health check failed, retries exhausted'}"
+    restarted = int(attrs.get("RestartCount") or 0)
+    if state.state == "restarting" or (restarted and state.state == "running"):
+        # The engine restarts it by its restart policy: a crash loop, not a slow start.
+        last = f"exited with code {code}{killed}" if state.state == "restarting" else "running"
+        return f"restarting: {last}, restarted {restarted} time(s)"
     if state.state == "created":
         return "not started: it waits for a service that failed"
     if state.state == "running" and state.health == "starting":
@@ -336,10 +384,20 @@ def _cause(
     return state.shown()
 
 
+def _missing_images(config: Config, engine: api.Engine, services: list[str]) -> list[str]:
+    """The pulled images of the services `up` starts that are not on this machine: compose
+    pulls them first, which takes a while (or fails without a registry)."""
+    wanted = [s for s in config.services() if not services or s in services]
+    images = {image for name in wanted if (image := _image(config, name)) is not None}
+    return sorted(image for image in images if not engine.has_image(image))
+
+
 def _image(config: Config, service: str) -> str | None:
     """The image a service runs: pulled ones from edaenv.yaml; the relay's and consumer's
-    are built, not pulled."""
-    return None if service in APP_SERVICES else config.image(service)
+    are built, not pulled; a service of the user's compose.override.yaml is not edaenv's."""
+    if service in APP_SERVICES or service not in config.services():
+        return None
+    return config.image(service)
 
 
 def _image_present(client: DockerClient, image: str) -> bool:

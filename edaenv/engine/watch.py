@@ -38,6 +38,9 @@ class Watch:
         # Containers created or started since the watch began: only their failures are this
         # run's (an old container stopped for a recreate dies too, and that is no failure).
         self.fresh: set[str] = set()
+        # Container id -> its restart policy, read at its start: a container the engine will
+        # start again is restarting when it dies, not failed.
+        self._restart: dict[str, dict[str, Any]] = {}
         for state in snapshot(engine, project):
             self.states[state.service] = state
             self._ids[state.service] = state.id
@@ -89,22 +92,43 @@ class Watch:
         elif current is None or self._ids.get(service) != container_id:
             return False  # e.g. the old container of a service being recreated
         elif action == "start":
-            state = dataclasses.replace(current, state="running", health=self._health(container_id))
+            state = dataclasses.replace(
+                current, state="running", health=self._started(container_id)
+            )
         elif action.startswith("health_status:"):
             state = dataclasses.replace(current, health=action.split(":", 1)[1].strip())
         elif action == "die":
             code = attributes.get("exitCode")
+            exit_code = int(code) if code is not None else None
+            again = restarts(self._restart.get(container_id) or {}, exit_code)
             state = dataclasses.replace(
-                current, state="exited", exit_code=int(code) if code is not None else None
+                current, state="restarting" if again else "exited", exit_code=exit_code
             )
         else:
             return False
         self.states[service] = state
         return state != current
 
-    def _health(self, container_id: str) -> str | None:
-        """After a start: "starting" when the container has a health check, else None."""
+    def _started(self, container_id: str) -> str | None:
+        """Health after a start: "starting" when the container has a health check, else None.
+        Its restart policy is kept for when it dies."""
         attrs = self.engine.inspect(container_id) or {}
+        self._restart[container_id] = {
+            **((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}),
+            "RestartCount": attrs.get("RestartCount") or 0,
+        }
         check = (attrs.get("Config") or {}).get("Healthcheck") or {}
         has_check = bool(check.get("Test")) and check["Test"][0] != "NONE"
         return "starting" if has_check else None
+
+
+def restarts(policy: dict[str, Any], exit_code: int | None) -> bool:
+    """Whether the engine starts a container again after it exited with `exit_code`, by its
+    restart policy (HostConfig.RestartPolicy, plus the RestartCount it had when it started)."""
+    name = policy.get("Name") or "no"
+    if name in ("always", "unless-stopped"):
+        return True
+    if name != "on-failure" or exit_code == 0:
+        return False
+    limit = int(policy.get("MaximumRetryCount") or 0)
+    return limit == 0 or int(policy.get("RestartCount") or 0) < limit

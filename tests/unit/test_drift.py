@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+import yaml
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edaenv.config import BROKERS, COMPONENTS, REQUIRES, Config, parse_config
-from edaenv.engine.drift import BROKER_LABEL, Drift, find_drift
+from edaenv.config import BROKERS, COMPONENTS, REQUIRES, SERVICE_PORTS, Config, parse_config
+from edaenv.engine.drift import BROKER_LABEL, Drift, advice, applied, find_drift
 
 SERVICE = "com.docker.compose.service"
+BUILT = ("relay", "consumer")
+SERVICE_NAMES = ["broker", *SERVICE_PORTS]
 
 
 def running(config: Config) -> list[dict[str, Any]]:
@@ -24,7 +27,7 @@ def running(config: Config) -> list[dict[str, Any]]:
             labels[BROKER_LABEL] = config.broker
         image = f"p-{service}:dev" if service in ("relay", "consumer") else config.image(service)
         published = [{"IP": "127.0.0.1", "PublicPort": p, "Type": "tcp"} for p in ports.values()]
-        entries.append({"Labels": labels, "Image": image, "Ports": published})
+        entries.append({"Labels": labels, "Image": image, "Ports": published, "State": "running"})
     return entries
 
 
@@ -87,3 +90,108 @@ def test_a_component_turned_off_and_an_image_changed_are_said_once_each() -> Non
         "component grafana: it runs, edaenv.yaml says it is off",
         f"image of postgres: postgres:16 runs, edaenv.yaml says {config.image('postgres')}",
     ]
+
+
+def services_of(config: Config) -> st.SearchStrategy[str]:
+    return st.sampled_from(config.services())
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs, st.data())
+def test_one_changed_image_is_one_drift(config: Config, data: st.DataObject) -> None:
+    service = data.draw(st.sampled_from([s for s in config.services() if s not in BUILT]))
+    started = running(config)
+    entry = next(e for e in started if e["Labels"][SERVICE] == service)
+    entry["Image"] = "registry.example/other:1"
+    assert find_drift(config, started) == [
+        Drift(f"image of {service}", "registry.example/other:1", config.image(service))
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs, st.data())
+def test_one_moved_port_is_one_drift(config: Config, data: st.DataObject) -> None:
+    service = data.draw(services_of(config))
+    started = running(config)
+    entry = next(e for e in started if e["Labels"][SERVICE] == service)
+    wanted = sorted(config.ports()[service].values())
+    moved = max(wanted) + 7  # e.g. `ports: {broker: ...}` edited in edaenv.yaml
+    entry["Ports"][-1] = {**entry["Ports"][-1], "PublicPort": moved}
+    published = sorted(p["PublicPort"] for p in entry["Ports"])
+    assert find_drift(config, started) == [
+        Drift(f"ports of {service}", ", ".join(map(str, published)), ", ".join(map(str, wanted)))
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs, st.data())
+@example(config_of("kafka", frozenset({"grafana"}), 0), None).via("explicit")
+def test_one_component_that_is_off_but_runs_is_one_drift(
+    config: Config, data: st.DataObject | None
+) -> None:
+    off = [name for name in SERVICE_NAMES if name not in config.services()]
+    if not off:
+        return
+    service = data.draw(st.sampled_from(off)) if data is not None else off[0]
+    extra = {"Labels": {SERVICE: service}, "Image": f"{service}:x", "Ports": [], "State": "running"}
+    assert find_drift(config, [*running(config), extra]) == [
+        Drift(f"component {service}", "it", "it is off")
+    ]
+
+
+def test_one_off_and_exited_leftover_containers_are_not_drift() -> None:
+    """`compose run` containers and an exited container of a component turned off run nothing
+    of the stack (`up --remove-orphans` removes the latter)."""
+    config = config_of("nats", frozenset({"grafana"}), 0)
+    started = running(config)
+    oneoff = {
+        "Labels": {SERVICE: "postgres", "com.docker.compose.oneoff": "True"},
+        "Image": "other:1",
+        "Ports": [],
+        "State": "running",
+    }
+    exited = {"Labels": {SERVICE: "grafana"}, "Image": "g:1", "Ports": [], "State": "exited"}
+    stopped_broker = {**started[0], "Ports": [], "State": "exited"}  # publishes nothing now
+    assert find_drift(config, [stopped_broker, *started[1:], oneoff, exited]) == []
+    assert find_drift(config, [*started, {**exited, "State": "running"}]) == [
+        Drift("component grafana", "it", "it is off")
+    ]
+
+
+def test_what_status_and_up_say_about_a_broker_change() -> None:
+    config = config_of("kafka", frozenset(), 0)
+    found = find_drift(config, running(config_of("rabbitmq", frozenset(), 0)))
+    assert [d.shown() for d in found] == ["broker: rabbitmq runs, edaenv.yaml says kafka"]
+    assert advice(found) == (
+        "run `edaenv up` to replace the rabbitmq broker with kafka (each broker keeps its data "
+        "in a volume of its own: rabbitmq's stays in rabbitmq-data), or restore edaenv.yaml's "
+        "broker"
+    )
+    assert applied(config, found) == (
+        "edaenv.yaml changed since the stack started; up applies: broker rabbitmq -> kafka",
+        "the rabbitmq broker's container is replaced by a kafka one on its own volume "
+        "kafka-data; rabbitmq's data stays in rabbitmq-data (`edaenv down --volumes` deletes "
+        "every volume of the stack)",
+    )
+    image = [Drift("image of postgres", "postgres:16", "postgres:18")]
+    assert advice(image) == "run `edaenv up` to apply edaenv.yaml to the running stack"
+    assert applied(config, image) == (
+        "edaenv.yaml changed since the stack started; up applies: image of postgres "
+        "postgres:16 -> postgres:18",
+        "the services whose configuration changed are recreated",
+    )
+
+
+def test_each_broker_fragment_labels_its_kind_and_names_its_own_volume() -> None:
+    """The label is what tells the running broker apart; one volume name for every broker
+    handed one broker's files to the next."""
+    from edaenv.stack.render import render_committed
+
+    for broker in BROKERS:
+        config = config_of(broker, frozenset(), 0)
+        (text,) = render_committed(config).values()
+        compose = yaml.safe_load(text)
+        assert compose["services"]["broker"]["labels"][BROKER_LABEL] == broker
+        mounted = [v.split(":")[0] for v in compose["services"]["broker"]["volumes"]]
+        assert f"{broker}-data" in mounted and "broker-data" not in mounted
+        assert f"{broker}-data" in compose["volumes"]

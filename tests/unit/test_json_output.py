@@ -38,3 +38,15 @@ def test_ci_github_reports_as_json(project: Path) -> None:
     path = project / ".github" / "workflows" / "edaenv-integration.yml"
     assert json.loads(result.out) == {"path": str(path), "warning": None}
     assert path.is_file()
+
+
+def test_render_stdout_refuses_json_and_check(project: Path) -> None:
+    """--stdout prints YAML: with --json or --check it would silently drop one of them."""
+    assert run_edaenv("init", "--defaults", cwd=project).code == 0
+    for flag in ("--json", "--check"):
+        result = run_edaenv("render", "--stdout", flag, cwd=project)
+        assert (result.code, result.out) == (2, "")
+        assert result.err.splitlines() == [
+            f"error: --stdout: prints the compose YAML, so it cannot go with {flag}",
+            "  hint: drop --stdout, or run `edaenv render --stdout` alone",
+        ]

@@ -20,6 +20,27 @@ fi
 export POSTGRES_USER=${POSTGRES_USER:-postgres}
 export POSTGRES_DB=${POSTGRES_DB:-$POSTGRES_USER}
 
+# Like the official 18 image: with PGDATA at 18's place and nothing there yet, a cluster in an
+# older place, or a volume mounted at the old /var/lib/postgresql/data, is refused, so a stack
+# mounting its volume where 17 kept the data fails here as it does with postgres:18.
+if [[ ! -s $PGDATA/PG_VERSION && $PGDATA == /var/lib/postgresql/18/docker ]]; then
+    old=()
+    for d in /var/lib/postgresql /var/lib/postgresql/data /var/lib/postgresql/*/docker; do
+        if [[ -s $d/PG_VERSION ]]; then old+=("$d"); fi
+    done
+    if [[ ${#old[@]} == 0 ]] && mountpoint -q /var/lib/postgresql/data; then
+        old+=("/var/lib/postgresql/data (unused mount/volume)")
+    fi
+    if [[ ${#old[@]} != 0 ]]; then
+        echo "Error: in 18+, these Docker images are configured to store database data in a" >&2
+        echo "       major-version-specific directory (PGDATA=$PGDATA)." >&2
+        echo "       Counter to that, there appears to be PostgreSQL data in:" >&2
+        printf '         %s\n' "${old[@]}" >&2
+        echo "       Place a single mount at /var/lib/postgresql instead." >&2
+        exit 1
+    fi
+fi
+
 if [[ ! -s $PGDATA/PG_VERSION ]]; then
     if [[ -z ${POSTGRES_PASSWORD:-} && ${POSTGRES_HOST_AUTH_METHOD:-} != trust ]]; then
         echo "error: POSTGRES_PASSWORD is not set" >&2
