@@ -9,8 +9,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from edaenv.config import Config
-from edaenv.engine.drift import Drift, advice
-from edaenv.errors import BrokerError, EdaenvError, UsageError
+from edaenv.engine.drift import advice, drift_if_running
+from edaenv.errors import BrokerError, UsageError
 from edaenv.names import shown
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class Stack:
         try:
             return connect(host_endpoint(self.config))
         except BrokerError as exc:
-            drifted = self._drift()
+            drifted = drift_if_running(self.config)
             if not drifted:
                 raise
             raise BrokerError(
@@ -103,15 +103,6 @@ class Stack:
                 + ")",
                 hint=advice(drifted),
             ) from None
-
-    def _drift(self) -> list[Drift]:
-        from edaenv.engine import api
-        from edaenv.engine.drift import drift
-
-        try:
-            return drift(self.config, api.connect(timeout=2))
-        except (EdaenvError, OSError):
-            return []
 
     def dead_letter_source(self, topic: str) -> str:
         """What `tail` reads for a topic's dead letters on this stack's broker."""

@@ -349,14 +349,9 @@ def _warn_drift(config: Config) -> list[Drift]:
     """On stderr, when the running stack is not what edaenv.yaml describes: these endpoints
     may not exist. Silent without an engine or a stack (`env` works before `up`)."""
     from edaenv import console
-    from edaenv.engine import api
-    from edaenv.engine.drift import advice, drift
-    from edaenv.errors import EdaenvError
+    from edaenv.engine.drift import advice, drift_if_running
 
-    try:
-        drifted = drift(config, api.connect(timeout=2))
-    except (EdaenvError, OSError):
-        return []
+    drifted = drift_if_running(config)
     if drifted:
         console.warn(
             "the running stack differs from edaenv.yaml, so some of these endpoints do not "

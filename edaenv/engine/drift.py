@@ -70,6 +70,17 @@ def drift(config: Config, engine: Engine) -> list[Drift]:
     return find_drift(config, engine.containers({"label": [f"{PROJECT_LABEL}={config.project}"]}))
 
 
+def drift_if_running(config: Config) -> list[Drift]:
+    """Drift when an engine answers; none without one (the caller works before `up` too)."""
+    from edaenv.engine import api
+    from edaenv.errors import EdaenvError
+
+    try:
+        return drift(config, api.connect(timeout=2))
+    except (EdaenvError, OSError):
+        return []
+
+
 def advice(drifts: list[Drift]) -> str:
     """How to bring the stack in line with edaenv.yaml."""
     old = next((d for d in drifts if d.what == "broker"), None)

@@ -130,12 +130,13 @@ def up(
     finally:
         if watch is not None:
             watch.close()
-    if broken and not job.wait(0):
+    stopped = bool(broken) and not job.wait(0)
+    if stopped:
         running.stop()  # the containers stay as they are, for `edaenv logs` and `status`
-        _remember_volumes(config, engine)
+    _remember_volumes(config, engine)
+    if stopped:
         seen = {state.service: state for state in broken}
         raise _failure(config, engine, services, timeout, seen=seen) or EngineError("up failed")
-    _remember_volumes(config, engine)
     try:
         job.result()
     except compose.ComposeError as exc:
