@@ -7,7 +7,11 @@ For each broker (the native test services: Tansu for Kafka, RabbitMQ, NATS JetSt
    headers) with the same acknowledgement settings (Kafka idempotent acks=all linger 5 ms; RabbitMQ
    persistent + mandatory + publisher confirms, 1000 in flight; JetStream PubAcks, 1000 in
    flight with Nats-Msg-Id). Ratio seed / raw, goal >= 0.8.
-3. windowed vs one ack per message: edaenv's adapter publishing M messages in windows of 1000
+3. prepare only: the command's per-event work without a broker (generate, encode, validate,
+   envelope: `publishing.prepare` over `publishing.generated`, as `seed` runs them). prepare/raw
+   is the ceiling of e2e/raw even if publishing cost nothing: where it is below 0.8, the goal
+   is out of reach of this per-event Python work on this machine.
+4. windowed vs one ack per message: edaenv's adapter publishing M messages in windows of 1000
    against the same adapter publishing them one call (one acknowledgement) at a time. Goal >= 5x.
 
     python bench/seed.py [--count 20000] [--single 1000] [--repeat 3] [--brokers ...]
@@ -76,6 +80,18 @@ def run_seed(root: Path, count: int) -> tuple[float, dict[str, Any]]:
     if result.exit_code != 0:
         raise SystemExit(f"edaenv seed failed: {result.output}")
     return seconds, json.loads(result.stdout)
+
+
+def prepare_only(root: Path, count: int) -> float:
+    """Events per second of the command's own per-event work, no broker."""
+    from edaenv.application import publishing
+    from edaenv.config import load_config
+
+    config = load_config(root / "edaenv.yaml")
+    contract = load_contract(next((root / "eda" / "events").glob("*.schema.json")))
+    started = time.perf_counter()
+    publishing.prepare(config, contract, publishing.generated(contract, count, None))
+    return count / (time.perf_counter() - started)
 
 
 def messages(root: Path, topic: str, count: int) -> list[Message]:
@@ -243,6 +259,7 @@ def main() -> None:
         best: dict[str, Any] = {
             "seed": 0.0,
             "send": 0.0,
+            "prepare": 0.0,
             "raw": 0.0,
             "windowed": 0.0,
             "single": 0.0,
@@ -255,6 +272,7 @@ def main() -> None:
                 latency = summary["ack_latency_ms"]
                 best.update(seed=args.count / seed_seconds, p50=latency["p50"], p99=latency["p99"])
             best["send"] = max(best["send"], summary["msg_per_s"])
+            best["prepare"] = max(best["prepare"], prepare_only(root, args.count))
             batch = messages(root, summary["topic"], args.count)
             best["raw"] = max(best["raw"], args.count / RAW[broker](BROKER_URLS[broker], batch))
             fresh = messages(root, summary["topic"], args.single)  # new ids: no de-duplication
@@ -269,6 +287,7 @@ def main() -> None:
                 best["raw"],
                 best["seed"] / best["raw"],
                 best["send"] / best["raw"],
+                best["prepare"] / best["raw"],
                 best["p50"],
                 best["p99"],
                 best["windowed"],
@@ -287,6 +306,7 @@ def main() -> None:
         "raw",
         "e2e/raw",
         "send/raw",
+        "prep/raw",
         "ack p50",
         "ack p99",
         "windowed",
@@ -304,7 +324,8 @@ def main() -> None:
     print(
         "\nseed e2e: the whole command in-process (config, generate, validate, envelope, "
         "connect, publish); raw: connect + publish pre-built messages; seed send: the "
-        "command's publishing loop alone (its summary's msg/s, connection excluded)."
+        "command's publishing loop alone (its summary's msg/s, connection excluded); prep/raw: "
+        "the command's per-event work alone (no broker) against raw: e2e/raw's ceiling."
     )
     print("goals: e2e/raw >= 0.8; speed-up (windowed / one ack per message) >= 5")
 

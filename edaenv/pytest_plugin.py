@@ -49,6 +49,7 @@ import pytest
 if TYPE_CHECKING:
     from edaenv.brokers.base import Delivery
     from edaenv.config import Config
+    from edaenv.verify.check import Report
 
 T = TypeVar("T")
 
@@ -178,6 +179,28 @@ class EdaenvStack:
         finally:
             broker.close()
         raise WaitTimeout(f"no matching message on '{topic}' within {timeout:g}s")
+
+    def verify(self, *names: str, timeout: float | None = None) -> list[Report]:
+        """Run scenarios of <scaffold>/scenarios (every one when no name is given) as
+        `edaenv verify` does, and return their reports; the test fails with the violations when
+        a scenario did not hold."""
+        from edaenv.application import Stack
+        from edaenv.errors import EdaenvError
+        from edaenv.verify.report import text
+        from edaenv.verify.run import preflight, run
+        from edaenv.verify.scenario import find_scenarios
+
+        try:
+            scenarios = find_scenarios(self.config.scaffold_dir / "scenarios", list(names))
+            stack = Stack(self.config)
+            preflight(stack, scenarios)
+            reports = [run(stack, scenario, quiet_timeout=timeout) for scenario in scenarios]
+        except EdaenvError as exc:
+            _fail(exc)
+        failed = [text(report) for report in reports if not report.ok]
+        if failed:
+            pytest.fail("\n\n".join(failed), pytrace=False)
+        return reports
 
 
 def _config_path(config: pytest.Config) -> Path | None:

@@ -62,7 +62,8 @@ def project(tmp_path: Path) -> Path:
     return repo
 
 
-FIGURE = re.compile(r"^(R[1-4]|C[1-3]): ")
+# "R1: ...", or per broker "R1 kafka: ...".
+FIGURE = re.compile(r"^(R[1-4]|C[1-3])( [a-z]+)?: ")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

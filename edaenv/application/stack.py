@@ -15,6 +15,7 @@ from edaenv.names import shown
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker
+    from edaenv.engine.status import Health
     from edaenv.events.contracts import Contract
     from edaenv.wire import Message
 
@@ -24,6 +25,16 @@ class Stack:
 
     def __init__(self, config: Config):
         self.config = config
+
+    # --- health ---------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Every container of the stack, what edaenv.yaml has that is not there, and whether
+        all of it is healthy."""
+        from edaenv.engine.status import docker_client, health, snapshot
+
+        states = snapshot(docker_client(), self.config.project)
+        return health(states, self.config.services())
 
     # --- contracts ------------------------------------------------------------------------
 

@@ -119,11 +119,18 @@ class KafkaBroker:
         acks: list[base.Ack | None] = [None] * count
         sent = [0.0] * count
         failures: list[KafkaError] = []
+        unplaced: list[int] = []
         clock = time.perf_counter
 
         def delivered(index: int, err: KafkaError | None, record: Message) -> None:
             if err is not None:
                 failures.append(err)
+            elif record.offset() is None:
+                # The broker answered "duplicate sequence" (librdkafka counts the message as
+                # delivered) without saying where it is. A broker restarted after a SIGKILL
+                # can answer so for a send it kept the sequence of but not the records (Tansu
+                # does): not proof of storage, so the batch is sent again.
+                unplaced.append(index)
             else:
                 # No broker-side de-duplication across producers: every ack is a stored record
                 # (the idempotent producer only drops its own retries of one send).
@@ -152,8 +159,9 @@ class KafkaBroker:
             if index % POLL_EVERY == 0:
                 poll(0)
         remaining = producer.flush(SEND_TIMEOUT + 5)
-        if failures or remaining:
-            # An idempotent producer that timed out may be fenced for good: start a fresh one.
+        if failures or remaining or unplaced:
+            # An idempotent producer that timed out may be fenced for good: start a fresh one
+            # (a new producer id, whose sends no broker takes for duplicates).
             producer.purge()
             self._producer = None
             if failures:
@@ -164,10 +172,17 @@ class KafkaBroker:
                     f"{len(failures)} of {count} message(s) refused by {self.name} "
                     f"at {self.url}: {error.str()}"
                 )
+            if remaining:
+                raise BrokerError(
+                    f"{remaining} of {count} message(s) not acknowledged by {self.name} "
+                    f"at {self.url} within {SEND_TIMEOUT + 5:g}s",
+                    hint="is the broker healthy? `edaenv status`",
+                )
             raise BrokerError(
-                f"{remaining} of {count} message(s) not acknowledged by {self.name} "
-                f"at {self.url} within {SEND_TIMEOUT + 5:g}s",
-                hint="is the broker healthy? `edaenv status`",
+                f"{len(unplaced)} of {count} message(s) acknowledged by {self.name} at "
+                f"{self.url} as duplicates of an earlier send, without an offset: not "
+                "known to be stored",
+                hint="publish them again (the relay does): a duplicate at worst",
             )
         return [ack for ack in acks if ack is not None]
 

@@ -32,6 +32,7 @@ T = TypeVar("T")
 ACK_TIMEOUT = 15.0
 WINDOW = 1000  # PubAcks in flight
 FETCH = 500
+RECONNECT_WAIT = 0.5  # between attempts to reach a broker that went away
 MSG_ID = "Nats-Msg-Id"
 MSG_DELETE_FAILED = 10057  # JetStream's error code for a message that is not (or no longer) there
 
@@ -52,6 +53,7 @@ class NatsBroker:
 
         async def note(exc: Exception) -> None:
             self.errors.append(exc)
+            del self.errors[:-20]  # a broker away for long: one per attempt to reconnect
 
         try:
             # nats-py retries a refused connection without end, whatever its options say.
@@ -75,6 +77,12 @@ class NatsBroker:
                     "the broker's (or EDAENV_BROKER_URL's)",
                 ) from None
             raise self._unreachable() from None
+        # Connected: now ride out a broker restart instead of failing for good. nats-py then
+        # reconnects in the background, keeps what is published meanwhile and resubscribes;
+        # each call's own timeout bounds how long it waits for that.
+        self.nc.options.update(
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT
+        )
         self.js = self.nc.jetstream(publish_async_max_pending=WINDOW)
         self.max_message_bytes = self.nc.max_payload
 
@@ -154,6 +162,11 @@ class NatsBroker:
         return self._call(self._publish(messages), "publish")
 
     async def _publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
+        # The loop is idle between calls: let the client read what came meanwhile, so that a
+        # broker gone away (restarted) is noticed, and reconnected to, before anything is sent
+        # into its dead connection.
+        for _ in range(5):
+            await asyncio.sleep(0)
         count = len(messages)
         acks: list[base.Ack | None] = [None] * count
         failures: list[BaseException] = []
@@ -193,6 +206,8 @@ class NatsBroker:
             error = failures[0] if failures else None
             if isinstance(error, nats.js.errors.NoStreamResponseError):
                 raise self._missing(messages[0].topic)
+            if not self.nc.is_connected:  # gone, and not back within ACK_TIMEOUT
+                raise self._unreachable()
             raise BrokerError(
                 f"{len(failures) + unacked} of {count} message(s) not acknowledged "
                 f"by nats at {self.url}: {error or 'no PubAck in time'}"

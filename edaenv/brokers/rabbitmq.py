@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,8 +46,19 @@ class RabbitBroker:
         params.socket_timeout = self.timeout
         params.stack_timeout = self.timeout
         params.blocked_connection_timeout = CONFIRM_TIMEOUT
+        self.params = params
+        self.connection = self._connect()
+        self.exchanges: set[str] = set()
+        self._confirming: BlockingChannel | None = None
+        self._outstanding: dict[int, tuple[int, float]] = {}
+        self._tag = 0
+        self._acked: list[tuple[int, float]] = []
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+
+    def _connect(self) -> pika.BlockingConnection:
         try:
-            self.connection = pika.BlockingConnection(params)
+            return pika.BlockingConnection(self.params)
         except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError):
             raise BrokerError(
                 f"rabbitmq at {self.url} refused the credentials",
@@ -58,13 +69,17 @@ class RabbitBroker:
             # AMQPConnectorStackTimeout: the socket opened, the handshake got no answer (a
             # paused or overloaded broker).
             raise self._unreachable() from None
-        self.exchanges: set[str] = set()
-        self._confirming: BlockingChannel | None = None
-        self._outstanding: dict[int, tuple[int, float]] = {}
-        self._tag = 0
-        self._acked: list[tuple[int, float]] = []
-        self._nacked: list[int] = []
-        self._returned: list[str] = []
+
+    def _live(self) -> pika.BlockingConnection:
+        """The connection, opened anew if the broker closed it or went away (a restart): pika
+        does not reconnect by itself. Reading what arrived while no call ran notices that."""
+        if self.connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPConnectionError):
+                self.connection.process_data_events(time_limit=0)
+        if not self.connection.is_open:
+            self._confirming = None
+            self.connection = self._connect()
+        return self.connection
 
     def _unreachable(self) -> BrokerError:
         return base.unreachable("rabbitmq", self.url)
@@ -93,7 +108,7 @@ class RabbitBroker:
 
     def ensure_topology(self, topics: Sequence[str]) -> None:
         try:
-            channel = self.connection.channel()
+            channel = self._live().channel()
             # The same lists the stack's definitions.json is rendered from.
             for topic in dict.fromkeys(topics):
                 for exchange in topology.exchanges(topic):
@@ -153,6 +168,7 @@ class RabbitBroker:
         self._returned.append(f"{method.exchange}/{method.routing_key}")
 
     def publish(self, messages: Sequence[base.Message]) -> list[base.Ack]:
+        self._live()
         self._check(messages)
         try:
             channel = self._channel()
@@ -246,6 +262,7 @@ class RabbitBroker:
         self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
     ) -> Iterator[base.Delivery]:
         log = topology.log_name(topic)
+        self._live()
         try:
             if self._exists("queue", log):
                 yield from self._tail_stream(log, topic, from_beginning, follow, idle_timeout)
@@ -343,15 +360,13 @@ class RabbitBroker:
         """Every subscriber of a topic shares its queue `<topic>.consumer` (competing
         consumers); the group name is not needed to find it."""
         queue = topology.queue_name(topic)
+        self._live()
         if not self._exists("queue", queue):
             raise BrokerError(
                 f"queue '{queue}' does not exist on rabbitmq at {self.url}",
                 hint="`edaenv up` declares the queues of your contracts' topics",
             )
-        channel, buffer = self._consume(queue, PREFETCH)
-        return RabbitSubscription(
-            self.connection.process_data_events, channel, buffer, topic, queue
-        )
+        return RabbitSubscription(self, topic, queue)
 
     def publish_dead_letter(
         self, topic: str, delivery: base.Delivery, headers: dict[str, str]
@@ -364,6 +379,7 @@ class RabbitBroker:
         headers; a queue keeps no other identity), and close the channel, which puts the others
         back in their place."""
         removed: list[base.Delivery] = []
+        self._live()
         by_queue: dict[str, list[base.Delivery]] = {}
         for letter in letters:
             by_queue.setdefault(letter.position["queue"], []).append(letter)
@@ -417,25 +433,28 @@ class RabbitBroker:
 
 
 class RabbitSubscription:
-    def __init__(
-        self,
-        pump: Callable[..., None],
-        channel: BlockingChannel,
-        buffer: deque[tuple[Any, Any, bytes]],
-        topic: str,
-        queue: str,
-    ):
-        self.pump, self.channel, self.buffer = pump, channel, buffer
-        self.topic, self.queue = topic, queue
+    """A consumer of the topic's queue. When the broker went away (a restart), the next fetch
+    consumes again on a new connection; what was delivered and not acknowledged before comes
+    again, and acks of those deliveries are ignored: their tags named the lost channel."""
+
+    def __init__(self, broker: RabbitBroker, topic: str, queue: str):
+        self.broker, self.topic, self.queue = broker, topic, queue
+        self.channel, self.buffer = broker._consume(queue, PREFETCH)
+        self.unacked: dict[int, dict[str, Any]] = {}  # delivery tag -> its delivery's position
 
     def fetch(self, max_messages: int, timeout: float) -> list[base.Delivery]:
         deadline = time.monotonic() + timeout
         try:
-            self.pump(time_limit=0)
+            if not self.channel.is_open:
+                self.broker._live()
+                self.channel, self.buffer = self.broker._consume(self.queue, PREFETCH)
+                self.unacked.clear()
+            pump = self.broker.connection.process_data_events
+            pump(time_limit=0)
             # pika returns from a wait as soon as a delivery is dispatched: an idle consumer
             # wakes once per timeout, not every few milliseconds.
             while not self.buffer and time.monotonic() < deadline:
-                self.pump(time_limit=max(0.0, deadline - time.monotonic()))
+                pump(time_limit=max(0.0, deadline - time.monotonic()))
         except pika.exceptions.AMQPError as exc:
             raise BrokerError(f"rabbitmq: the consumer lost its channel ({exc})") from None
         deliveries: list[base.Delivery] = []
@@ -446,13 +465,20 @@ class RabbitSubscription:
                 "delivery_tag": method.delivery_tag,
                 "redelivered": method.redelivered,
             }
+            self.unacked[method.delivery_tag] = position
             deliveries.append(
                 _delivery(self.topic, method, props, body, dict(props.headers or {}), position)
             )
         return deliveries
 
     def ack(self, delivery: base.Delivery) -> None:
-        self.channel.basic_ack(delivery.position["delivery_tag"])
+        tag = delivery.position["delivery_tag"]
+        if self.unacked.get(tag) is not delivery.position:
+            return  # delivered on a channel since lost: the broker delivers it again
+        del self.unacked[tag]
+        # A channel lost now: the broker delivers it again.
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            self.channel.basic_ack(tag)
 
     def close(self) -> None:
         if self.channel.is_open:

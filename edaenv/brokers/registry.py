@@ -1,7 +1,14 @@
-"""Which adapter serves a broker."""
+"""Which adapter serves a broker, and what the rest of edaenv knows about each broker.
+
+The only place besides the adapters and the compose fragments that tells brokers apart
+(tests/unit/test_architecture.py checks it): a new broker is an adapter module, a fragment and
+a PROFILES entry. The profiles are plain data, so reading them imports no client library.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edaenv.brokers.base import Endpoint
@@ -10,7 +17,64 @@ from edaenv.errors import UsageError
 if TYPE_CHECKING:
     from edaenv.brokers.base import Broker
 
-ADAPTERS = {"kafka": "kafka", "redpanda": "kafka", "rabbitmq": "rabbitmq", "nats": "nats"}
+
+@dataclass(frozen=True)
+class Profile:
+    adapter: str  # the module under edaenv.brokers
+    # How a client on the host reaches it: its port (by name, see config.BROKER_PORTS), what
+    # the endpoint is called, and the URL: `scheme://USER:PASSWORD@host:port<path>` with the
+    # credentials of .env's `<credentials>_USER`/`_PASSWORD`, or a bare host:port without.
+    client_port: str
+    what: str
+    in_stack_url: str  # how the stack's own containers reach it (compose variables allowed)
+    scheme: str | None = None
+    credentials: str | None = None
+    path: str = ""
+    # A second endpoint on the host: (port name, what it is, variable).
+    extra: tuple[str, str, str] | None = None
+    kafka_api: bool = False  # speaks the Kafka protocol: EDAENV_KAFKA_BOOTSTRAP_SERVERS too
+
+
+_KAFKA = Profile(
+    adapter="kafka",
+    client_port="kafka",
+    what="Kafka API (bootstrap)",
+    in_stack_url="broker:19092",
+    kafka_api=True,
+)
+PROFILES = {
+    "kafka": _KAFKA,
+    "redpanda": dataclasses.replace(
+        _KAFKA, extra=("admin", "admin API", "EDAENV_REDPANDA_ADMIN_URL")
+    ),
+    "rabbitmq": Profile(
+        adapter="rabbitmq",
+        client_port="amqp",
+        what="AMQP",
+        in_stack_url="amqp://${RABBITMQ_USER}:${RABBITMQ_PASSWORD}@broker:5672/%2F",
+        scheme="amqp",
+        credentials="RABBITMQ",
+        path="/%2F",
+        extra=("management", "management UI", "EDAENV_RABBITMQ_MANAGEMENT_URL"),
+    ),
+    "nats": Profile(
+        adapter="nats",
+        client_port="client",
+        what="NATS client",
+        in_stack_url="nats://${NATS_USER}:${NATS_PASSWORD}@broker:4222",
+        scheme="nats",
+        credentials="NATS",
+        extra=("monitor", "monitoring", "EDAENV_NATS_MONITOR_URL"),
+    ),
+}
+ADAPTERS = {name: profile.adapter for name, profile in PROFILES.items()}
+
+
+def profile(broker: str) -> Profile:
+    found = PROFILES.get(broker)
+    if found is None:
+        raise UsageError(f"unknown broker '{broker}'", hint=f"use one of: {', '.join(PROFILES)}")
+    return found
 
 
 def dead_letter_source(broker: str, topic: str) -> str:

@@ -122,8 +122,7 @@ def _logs(config: Config, lines: int) -> dict[str, str]:
 def _faults(config: Config) -> dict[str, str]:
     from edaenv.faults.state import FaultStore
 
-    store = FaultStore(config.generated_dir)
-    data = {"active": store.active(), "history": store.history()}
+    data = FaultStore(config.generated_dir).as_json()
     return {"faults.json": json.dumps(data, indent=2, sort_keys=True) + "\n"}
 
 

@@ -11,7 +11,7 @@ import click
 import typer
 
 from edaenv import __version__
-from edaenv.cli import bundle, ci, common, events, faults, lifecycle, outbox, stack
+from edaenv.cli import bundle, ci, common, events, faults, lifecycle, outbox, stack, verify
 from edaenv.errors import EdaenvError
 
 
@@ -86,7 +86,7 @@ def root(
     console.quiet = quiet
 
 
-for group in (stack, lifecycle, events, outbox, faults, ci, bundle):
+for group in (stack, lifecycle, events, outbox, faults, verify, ci, bundle):
     group.register(app)
 
 

@@ -75,6 +75,13 @@ def github(
     broker_matrix: Annotated[
         bool, typer.Option("--broker-matrix", help="Run the job once per broker.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Run `edaenv verify` after the tests and upload its JUnit report.",
+        ),
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -107,6 +114,7 @@ def github(
         install=install,
         python=python,
         broker_matrix=broker_matrix,
+        verify=verify,
     )
     if stdout:
         console.plain(text)

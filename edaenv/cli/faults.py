@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from edaenv.cli import common
 from edaenv.errors import UsageError
+
+if TYPE_CHECKING:
+    from edaenv.config import Config
+    from edaenv.faults.state import Fault
 
 inject_app = typer.Typer(
     name="inject",
@@ -118,7 +122,7 @@ def heal(
     config = common.config()
     healed = service.heal(config, targets or [], all_=all_, quiet_missing=after is not None)
     if wait:
-        roles = sorted({f["target"] for f in healed if f["target"] in config.services()})
+        roles = sorted({f.target for f in healed if f.target in config.services()})
         pending = service.wait_healthy(config, roles, timeout)
         if pending:
             raise EngineError(
@@ -126,14 +130,12 @@ def heal(
                 hint="see `edaenv status` and `edaenv logs ROLE`",
             )
     if json:
-        console.emit_json(healed)
+        console.emit_json([f.to_json() for f in healed])
         return
     if not healed and after is None:
         console.info("no active fault matched: nothing to heal")
     for fault in healed:
-        console.success(
-            f"healed {fault['id']} ({fault['kind']} {fault['target']}): {fault['heal_result']}"
-        )
+        console.success(f"healed {fault.id} ({fault.kind} {fault.target}): {fault.heal_result}")
 
 
 @inject_app.command("status")
@@ -144,7 +146,7 @@ def status_(json: Json = False) -> None:
 
     faults = service.status(common.config())
     if json:
-        console.emit_json(faults)
+        console.emit_json([f.to_json() for f in faults])
         return
     if not faults:
         console.info("no active faults")
@@ -152,10 +154,7 @@ def status_(json: Json = False) -> None:
     console.table(
         "active faults",
         ["id", "fault", "target", "since", "heals at", "now"],
-        [
-            (f["id"], f["kind"], f["target"], f["started"], f.get("until", "-"), f.get("now", ""))
-            for f in faults
-        ],
+        [(f.id, f.kind, f.target, f.started, f.until or "-", f.now or "") for f in faults],
     )
 
 
@@ -249,8 +248,7 @@ def delay(
     seconds = parse_duration(by, "--by")
     config = common.config()
     fault = messages.delay(config, count, event=event)
-    _schedule_heal(config, fault, seconds)
-    _report(fault, json)
+    _report(_schedule_heal(config, fault, seconds), json)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -264,14 +262,14 @@ def _container_fault(kind: str, role: str, for_: str | None, json: bool, **optio
     config = common.config()
     fault = containers.inject(config, FaultStore(config.generated_dir), kind, role, **options)
     if seconds is not None:
-        _schedule_heal(config, fault, seconds)
+        fault = _schedule_heal(config, fault, seconds)
     _report(fault, json)
 
 
-def _schedule_heal(config: Any, fault: dict[str, Any], seconds: float) -> None:
+def _schedule_heal(config: Config, fault: Fault, seconds: float) -> Fault:
     from edaenv.faults import service
 
-    fault.update(service.schedule_heal(config, fault, seconds))
+    return service.schedule_heal(config, fault, seconds)
 
 
 def _repair(kind: str, role: str, json: bool) -> None:
@@ -282,22 +280,22 @@ def _repair(kind: str, role: str, json: bool) -> None:
     config = common.config()
     resolved = containers.repair(config, FaultStore(config.generated_dir), kind, role)
     if json:
-        console.emit_json(resolved)
+        console.emit_json([f.to_json() for f in resolved])
         return
-    done = f"; resolved {', '.join(f['id'] for f in resolved)}" if resolved else ""
+    done = f"; resolved {', '.join(f.id for f in resolved)}" if resolved else ""
     console.success(f"{kind}: {role}{done}")
 
 
-def _report(fault: dict[str, Any], json: bool) -> None:
+def _report(fault: Fault, json: bool) -> None:
     from edaenv import console
 
     if json:
-        console.emit_json(fault)
+        console.emit_json(fault.to_json())
         return
-    what = f"{fault['kind']} {fault.get('target', '')}".strip()
-    active = fault.get("kind") in ("kill", "stop", "pause", "partition", "delay")
-    until = f", heals by itself at {fault['until']}" if fault.get("until") else ""
-    note = f" ({fault['summary']})" if fault.get("summary") else ""
-    console.success(f"{what}{note}: fault {fault['id']}{until}")
-    if active and not fault.get("until"):
-        console.next_step((f"edaenv inject heal {fault['id']}", "(or --all)"), label="undo")
+    what = f"{fault.kind} {fault.target}".strip()
+    active = fault.kind in ("kill", "stop", "pause", "partition", "delay")
+    until = f", heals by itself at {fault.until}" if fault.until else ""
+    note = f" ({fault.summary})" if fault.summary else ""
+    console.success(f"{what}{note}: fault {fault.id}{until}")
+    if active and not fault.until:
+        console.next_step((f"edaenv inject heal {fault.id}", "(or --all)"), label="undo")

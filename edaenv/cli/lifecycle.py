@@ -155,19 +155,17 @@ def status(
     """State, health, ports and uptime of every service; what differs from edaenv.yaml and the
     injected faults that are active (exit 1 unless all are healthy and as edaenv.yaml says)."""
     from edaenv import console
+    from edaenv.application import Stack
     from edaenv.engine import api
     from edaenv.engine.drift import advice, drift
-    from edaenv.engine.status import docker_client, snapshot
 
     config = common.config()
-    states = snapshot(docker_client(), config.project)
-    present = {state.service for state in states}
-    missing = [name for name in config.services() if name not in present]
-    unhealthy = [state.service for state in states if not state.ready]
+    health = Stack(config).health()
+    states, missing, unhealthy = list(health.states), list(health.missing), health.unhealthy
     stuck = _stuck_rows(config, states)
     drifted = drift(config, api.connect()) if states else []
     faults = _active_faults(config, states)
-    healthy = not missing and not unhealthy and not stuck.total and not drifted
+    healthy = health.all_healthy and not stuck.total and not drifted
     if json_:
         console.emit_json(
             {
@@ -226,9 +224,9 @@ def _active_faults(config: Config, states: list[ServiceState]) -> list[dict[str,
 
     present = {state.id for state in states}
     return [
-        dict(fault)
+        fault.to_json()
         for fault in FaultStore(config.generated_dir).active()
-        if "container" not in fault or fault["container"] in present
+        if fault.container is None or fault.container in present
     ]
 
 

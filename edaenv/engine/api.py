@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from edaenv.engine import discovery
 from edaenv.engine.status import ENGINE_HINT, EngineUnreachable, docker_client
+from edaenv.errors import EngineError
 
 
 class Engine(Protocol):
@@ -70,6 +71,19 @@ class _Connection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+@contextlib.contextmanager
+def sdk_call(command: str) -> Iterator[None]:
+    """A Docker SDK call, failing as EngineError. `command` is the docker command line that
+    does the same, so that the user can run it and see for themselves."""
+    from docker.errors import APIError, DockerException
+
+    try:
+        yield
+    except DockerException as exc:
+        said = exc.explanation if isinstance(exc, APIError) and exc.explanation else exc
+        raise EngineError(f"`{command}` failed", command=command, output=str(said)) from None
+
+
 class _UnixEngine:
     def __init__(self, path: str, timeout: float):
         self.path = path
@@ -90,7 +104,11 @@ class _UnixEngine:
     def _json(self, url: str) -> Any:
         status, body = self.request(url)
         if status != 200:
-            raise OSError(f"GET {url}: {status} {body[:200]!r}")
+            raise EngineError(
+                f"the Docker engine answered {status}",
+                command=f"GET {url}",
+                output=body.decode(errors="replace"),
+            )
         return json.loads(body)
 
     def containers(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edaenv.config import Config
-from edaenv.errors import EngineError
+from edaenv.errors import OUTPUT_LINES, EngineError
 
 OVERRIDE_NAME = "compose.override.yaml"
-TAIL_LINES = 20
 
 
 class Command(list[str]):
@@ -114,9 +113,12 @@ class Result:
     stdout: str
     stderr: str
 
-    def tail(self, lines: int = TAIL_LINES) -> str:
-        text = self.stderr.strip() or self.stdout.strip()
-        return "\n".join(text.splitlines()[-lines:])
+    def said(self) -> str:
+        """What the command said about its failure: stderr, or stdout when stderr is empty."""
+        return self.stderr.strip() or self.stdout.strip()
+
+    def tail(self, lines: int = OUTPUT_LINES) -> str:
+        return "\n".join(self.said().splitlines()[-lines:])
 
 
 class ComposeError(EngineError):
@@ -124,14 +126,9 @@ class ComposeError(EngineError):
 
     def __init__(self, result: Result, message: str | None = None, hint: str | None = None):
         self.result = result
-        head = message or (
-            f"`{shlex.join(result.command)}` failed with exit code {result.returncode}"
-        )
-        tail = result.tail()
-        text = head + (
-            ":\n" + "\n".join(f"  | {line}" for line in tail.splitlines()) if tail else ""
-        )
-        super().__init__(text, hint=hint)
+        command = shlex.join(result.command)
+        head = message or f"`{command}` failed with exit code {result.returncode}"
+        super().__init__(head, hint=hint, command=command, output=result.said())
 
 
 def run(

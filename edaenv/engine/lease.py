@@ -26,6 +26,7 @@ from edaenv.engine.status import (
     ServiceState,
     containers,
     docker_client,
+    health,
     service_state,
 )
 from edaenv.errors import EdaenvError, EngineError
@@ -280,8 +281,7 @@ def acquire(config: Config, holder: int, *, timeout: float, keep: bool) -> bool:
         if failing:
             lease.write(directory)
             raise _not_healthy(config, failing)
-        ready = {s.service for s in states if s.ready}
-        if ready >= set(services):
+        if health(states, services).all_healthy:
             lease.holders.add(holder)
             lease.failed = None
             lease.write(directory)

@@ -83,6 +83,29 @@ class ServiceState:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Health:
+    """Is the stack up and healthy: the one answer `edaenv status` and the pytest plugin share
+    (Stack.health() reads it from the engine)."""
+
+    states: tuple[ServiceState, ...]  # every container of the project
+    missing: tuple[str, ...]  # services of edaenv.yaml without a container
+
+    @property
+    def unhealthy(self) -> list[str]:
+        """Services with a container that is not ready (not running, or not healthy yet)."""
+        return [state.service for state in self.states if not state.ready]
+
+    @property
+    def all_healthy(self) -> bool:
+        return not self.missing and not self.unhealthy
+
+
+def health(states: list[ServiceState], services: list[str]) -> Health:
+    present = {state.service for state in states}
+    return Health(tuple(states), tuple(name for name in services if name not in present))
+
+
 def containers(client: DockerClient, project: str) -> list[Container]:
     return list(
         client.containers.list(

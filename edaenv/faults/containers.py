@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edaenv.config import Config
+from edaenv.engine.api import sdk_call
 from edaenv.engine.status import PROJECT_LABEL, SERVICE_LABEL, docker_client
 from edaenv.errors import EngineError, UsageError
 from edaenv.faults.state import Fault, FaultStore, new_id, now
@@ -31,10 +32,9 @@ def find_container(client: DockerClient, config: Config, role: str) -> Container
             where="ROLE",
             hint=f"services of '{config.project}': {', '.join(config.services())}",
         )
-    found = client.containers.list(
-        all=True,
-        filters={"label": [f"{PROJECT_LABEL}={config.project}", f"{SERVICE_LABEL}={role}"]},
-    )
+    labels = [f"{PROJECT_LABEL}={config.project}", f"{SERVICE_LABEL}={role}"]
+    with sdk_call("docker ps --all " + " ".join(f"--filter label={label}" for label in labels)):
+        found = client.containers.list(all=True, filters={"label": labels})
     if not found:
         raise EngineError(
             f"'{role}' has no container in project '{config.project}'",
@@ -44,26 +44,26 @@ def find_container(client: DockerClient, config: Config, role: str) -> Container
 
 
 def _status(container: Container) -> str:
-    container.reload()
+    with sdk_call(f"docker inspect {container.name}"):
+        container.reload()
     return str(container.attrs["State"]["Status"])  # created|running|paused|restarting|exited|dead
 
 
 def _fault(kind: str, role: str, container: Container, **extra: Any) -> Fault:
-    return {
-        "id": new_id(),
-        "kind": kind,
-        "target": role,
-        "container": container.id,
-        "container_name": container.name,
-        "started": now(),
-        # Addresses the fault gives up (kill, stop, partition): `heal --all` restores them.
-        "addresses": {
+    return Fault(
+        id=new_id(),
+        kind=kind,
+        target=role,
+        container=container.id,
+        container_name=container.name,
+        started=now(),
+        addresses={
             name: endpoint.get("IPAddress")
             for name, endpoint in container.attrs["NetworkSettings"]["Networks"].items()
             if endpoint.get("IPAddress")
         },
         **extra,
-    }
+    )
 
 
 def inject(
@@ -80,10 +80,10 @@ def inject(
     container = find_container(client, config, role)
     status = _status(container)
     for fault in store.active():
-        if fault["container"] == container.id and fault["kind"] == kind:
+        if fault.container == container.id and fault.kind == kind:
             raise UsageError(
-                f"'{role}' already has an active {kind} fault ({fault['id']})",
-                hint=f"heal it first: `edaenv inject heal {fault['id']}`",
+                f"'{role}' already has an active {kind} fault ({fault.id})",
+                hint=f"heal it first: `edaenv inject heal {fault.id}`",
             )
     wanted = "running" if kind in ("kill", "stop", "pause") else None
     if wanted and status != wanted:
@@ -93,18 +93,21 @@ def inject(
             f"`edaenv inject start {role}` starts it",
         )
     if kind == "kill":
-        container.kill(signal=signal)
+        with sdk_call(f"docker kill --signal {signal} {container.name}"):
+            container.kill(signal=signal)
         fault = _fault(kind, role, container, signal=signal)
     elif kind == "stop":
-        container.stop(timeout=timeout)
+        with sdk_call(f"docker stop --time {timeout} {container.name}"):
+            container.stop(timeout=timeout)
         fault = _fault(kind, role, container)
     elif kind == "pause":
-        container.pause()
+        _pause(container)
         fault = _fault(kind, role, container)
     elif kind == "partition":
         fault = _partition(client, container, role)
     elif kind == "restart":
-        container.restart(timeout=timeout)
+        with sdk_call(f"docker restart --time {timeout} {container.name}"):
+            container.restart(timeout=timeout)
         fault = _fault(kind, role, container, ended=now())
         store.record(fault)
         return fault
@@ -117,13 +120,12 @@ def inject(
 def _partition(client: DockerClient, container: Container, role: str) -> Fault:
     # A plain reconnect gives the container no service aliases, so other containers could no
     # longer resolve it by its role name: the aliases are recorded here and given back on heal.
-    networks: dict[str, list[str]] = {}
+    networks: dict[str, tuple[str, ...]] = {}
     short_id = container.id[:12]
     for name, endpoint in container.attrs["NetworkSettings"]["Networks"].items():
         if name in ("host", "none"):
             continue
-        aliases = [a for a in (endpoint.get("Aliases") or []) if a != short_id]
-        networks[name] = aliases
+        networks[name] = tuple(a for a in (endpoint.get("Aliases") or []) if a != short_id)
     if not networks:
         raise EngineError(
             f"'{role}' is on no network: nothing to partition",
@@ -131,8 +133,24 @@ def _partition(client: DockerClient, container: Container, role: str) -> Fault:
         )
     fault = _fault("partition", role, container, networks=networks)
     for name in networks:
-        client.networks.get(name).disconnect(container)
+        with sdk_call(f"docker network disconnect {name} {container.name}"):
+            client.networks.get(name).disconnect(container)
     return fault
+
+
+def _pause(container: Container) -> None:
+    with sdk_call(f"docker pause {container.name}"):
+        container.pause()
+
+
+def _unpause(container: Container) -> None:
+    with sdk_call(f"docker unpause {container.name}"):
+        container.unpause()
+
+
+def _start(container: Container) -> None:
+    with sdk_call(f"docker start {container.name}"):
+        container.start()
 
 
 def heal(config: Config, fault: Fault) -> str:
@@ -141,34 +159,37 @@ def heal(config: Config, fault: Fault) -> str:
 
     client = docker_client()
     try:
-        container = client.containers.get(fault["container"])
+        container = client.containers.get(fault.container)
     except NotFound:
-        return f"{fault['target']}: its container is gone (stack down?), nothing to heal"
+        return f"{fault.target}: its container is gone (stack down?), nothing to heal"
     status = _status(container)
-    kind = fault["kind"]
+    kind = fault.kind
     if kind in ("kill", "stop"):
         if status == "paused":
-            container.unpause()
+            _unpause(container)
         elif status != "running":
-            container.start()
-        return f"{fault['target']}: started"
+            _start(container)
+        return f"{fault.target}: started"
     if kind == "pause":
         if status == "paused":
-            container.unpause()
-        return f"{fault['target']}: unpaused"
-    if kind == "partition":
+            _unpause(container)
+        return f"{fault.target}: unpaused"
+    if kind == "partition" and fault.networks is not None:
         connected = set(container.attrs["NetworkSettings"]["Networks"])
-        for name, aliases in fault["networks"].items():
+        for name, aliases in fault.networks.items():
             if name in connected:
                 continue
             try:
-                client.networks.get(name).connect(container, aliases=aliases)
+                network = client.networks.get(name)
             except NotFound:
-                return f"{fault['target']}: network {name} is gone, not reconnected"
-        return f"{fault['target']}: reconnected with aliases " + ", ".join(
-            sorted({a for aliases in fault["networks"].values() for a in aliases})
+                return f"{fault.target}: network {name} is gone, not reconnected"
+            alias = "".join(f" --alias {a}" for a in aliases)
+            with sdk_call(f"docker network connect{alias} {name} {container.name}"):
+                network.connect(container, aliases=list(aliases))
+        return f"{fault.target}: reconnected with aliases " + ", ".join(
+            sorted({a for aliases in fault.networks.values() for a in aliases})
         )
-    raise UsageError(f"fault {fault['id']} ({kind}) is not a container fault")
+    raise UsageError(f"fault {fault.id} ({kind}) is not a container fault")
 
 
 def repair(config: Config, store: FaultStore, kind: str, role: str) -> list[Fault]:
@@ -177,11 +198,11 @@ def repair(config: Config, store: FaultStore, kind: str, role: str) -> list[Faul
     container = find_container(client, config, role)
     status = _status(container)
     if kind == "start" and status == "paused":
-        container.unpause()
+        _unpause(container)
     elif kind == "start" and status != "running":
-        container.start()
+        _start(container)
     elif kind == "unpause" and status == "paused":
-        container.unpause()
+        _unpause(container)
     elif kind == "unpause" and status != "running":
         raise EngineError(
             f"'{role}' is {status}: nothing to unpause",
@@ -189,8 +210,8 @@ def repair(config: Config, store: FaultStore, kind: str, role: str) -> list[Faul
         )
     resolved = []
     for fault in store.active():
-        if fault["container"] == container.id and fault["kind"] in REPAIRS[kind]:
-            done = store.resolve(fault["id"], f"inject {kind}")
+        if fault.container == container.id and fault.kind in REPAIRS[kind]:
+            done = store.resolve(fault.id, f"inject {kind}")
             if done:
                 resolved.append(done)
     return resolved
@@ -227,12 +248,12 @@ def container_status(config: Config, fault: Fault) -> str:
     from docker.errors import NotFound
 
     try:
-        container = docker_client().containers.get(fault["container"])
+        container = docker_client().containers.get(fault.container)
     except NotFound:
         return "gone"
     status = _status(container)
-    if fault["kind"] == "partition":
+    if fault.kind == "partition" and fault.networks is not None:
         connected = set(container.attrs["NetworkSettings"]["Networks"])
-        missing = [name for name in fault["networks"] if name not in connected]
+        missing = [name for name in fault.networks if name not in connected]
         return f"{status}, disconnected from {', '.join(missing)}" if missing else status
     return status

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from edaenv.application import Stack
 from edaenv.config import Config
 from edaenv.errors import UsageError
-from edaenv.faults.state import Fault, FaultStore, new_id, now
+from edaenv.faults.state import Fault, FaultStore, HeldEvent, new_id, now
 
 if TYPE_CHECKING:
     from edaenv.brokers.base import Ack, Message
@@ -60,7 +60,7 @@ def _dropped(config: Config, acks: Sequence[Ack], messages: Sequence[Message]) -
     if not ids:
         return {}
     return {
-        "dropped_as_duplicate": ids,
+        "dropped_as_duplicate": tuple(ids),
         "note": f"; {len(ids)} dropped by {config.broker} as duplicates of messages it "
         "holds (not sent)",
     }
@@ -87,16 +87,16 @@ def _record(
 ) -> Fault:
     dropped = dict(dropped or {})
     summary += dropped.pop("note", "")
-    fault = {
-        "id": fault_id or new_id(),
-        "kind": kind,
-        "target": topic,
-        "started": now(),
-        "ended": now(),
-        "summary": summary,
+    fault = Fault(
+        id=fault_id or new_id(),
+        kind=kind,
+        target=topic,
+        started=now(),
+        ended=now(),
+        summary=summary,
         **extra,
         **dropped,
-    }
+    )
     FaultStore(config.generated_dir).record(fault)
     return fault
 
@@ -148,7 +148,7 @@ def duplicate(config: Config, event_id: str, *, times: int = 1, topic: str | Non
                         f"event {event_id} delivered {delivered} more time(s)",
                         fault_id=fault_id,
                         dropped=_dropped(config, acks, copies),
-                        event_ids=[event_id],
+                        event_ids=(event_id,),
                         times=times,
                         delivered=delivered,
                     )
@@ -188,7 +188,7 @@ def poison(
         chosen.topic,
         f"{count} {kind} message(s)",
         dropped=_dropped(config, acks, messages),
-        event_ids=ids,
+        event_ids=tuple(ids),
         poison=kind,
     )
 
@@ -262,7 +262,7 @@ def reorder(
         f"{count} events of aggregate {aggregate} published last to first",
         dropped=_dropped(config, acks, sent),
         key=aggregate,
-        event_ids=ids,
+        event_ids=tuple(ids),
     )
 
 
@@ -280,19 +280,15 @@ def delay(config: Config, count: int, *, event: str | None = None) -> Fault:
     finally:
         broker.close()
     messages = [stack.message(chosen, _valid(chosen)) for _ in range(count)]
-    held = [
-        {"topic": m.topic, "key": m.key, "value": m.value.decode(), "attributes": m.attributes}
-        for m in messages
-    ]
-    fault = {
-        "id": new_id(),
-        "kind": "delay",
-        "target": chosen.topic,
-        "started": now(),
-        "summary": f"{count} events held",
-        "event_ids": [m.attributes["id"] for m in messages],
-        "held": held,
-    }
+    fault = Fault(
+        id=new_id(),
+        kind="delay",
+        target=chosen.topic,
+        started=now(),
+        summary=f"{count} events held",
+        event_ids=tuple(m.attributes["id"] for m in messages),
+        held=tuple(HeldEvent(m.topic, m.key, m.value.decode(), m.attributes) for m in messages),
+    )
     FaultStore(config.generated_dir).add(fault)
     return fault
 
@@ -301,10 +297,8 @@ def release(config: Config, fault: Fault) -> str:
     from edaenv.brokers.base import Message
 
     messages = [
-        Message(
-            topic=h["topic"], key=h["key"], value=h["value"].encode(), attributes=h["attributes"]
-        )
-        for h in fault.get("held", [])
+        Message(topic=h.topic, key=h.key, value=h.value.encode(), attributes=dict(h.attributes))
+        for h in fault.held or ()
     ]
     _, acks = _publish(config, messages)
     released = sum(not ack.duplicate for ack in acks)

@@ -8,6 +8,7 @@ fault already healed does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -15,7 +16,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from edaenv.config import Config
 from edaenv.errors import UsageError
@@ -29,8 +29,9 @@ def store(config: Config) -> FaultStore:
     return FaultStore(config.generated_dir)
 
 
-def schedule_heal(config: Config, fault: Fault, seconds: float) -> dict[str, Any]:
-    log = config.generated_dir / "faults" / f"heal-{fault['id']}.log"
+def schedule_heal(config: Config, fault: Fault, seconds: float) -> Fault:
+    """Returns the fault with its `until` and `healer_pid`."""
+    log = config.generated_dir / "faults" / f"heal-{fault.id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -40,7 +41,7 @@ def schedule_heal(config: Config, fault: Fault, seconds: float) -> dict[str, Any
         str(config.path),
         "inject",
         "heal",
-        fault["id"],
+        fault.id,
         "--after",
         f"{seconds:g}",
     ]
@@ -54,9 +55,8 @@ def schedule_heal(config: Config, fault: Fault, seconds: float) -> dict[str, Any
             cwd=config.root,
         )
     until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
-    changes = {"until": until, "healer_pid": healer.pid}
-    store(config).update(fault["id"], **changes)
-    return changes
+    store(config).update(fault.id, until=until, healer_pid=healer.pid)
+    return dataclasses.replace(fault, until=until, healer_pid=healer.pid)
 
 
 def heal(
@@ -71,11 +71,11 @@ def heal(
     else:
         chosen = []
         for target in targets:
-            matched = [f for f in active if target in (f["id"], f.get("target"))]
+            matched = [f for f in active if target in (f.id, f.target)]
             if (
                 not matched
                 and not quiet_missing
-                and not any(f["id"] == target for f in records.history())
+                and not any(f.id == target for f in records.history())
             ):
                 raise UsageError(
                     f"no active fault or role '{target}'",
@@ -84,16 +84,16 @@ def heal(
             chosen += [f for f in matched if f not in chosen]
     healed = []
     for fault in heal_order(chosen):
-        if fault["kind"] in MESSAGE_KINDS:
+        if fault.kind in MESSAGE_KINDS:
             from edaenv.faults import messages
 
             result = messages.release(config, fault)
         else:
             result = containers.heal(config, fault)
-        if records.resolve(fault["id"], "heal --after" if quiet_missing else "heal") is None:
+        if records.resolve(fault.id, "heal --after" if quiet_missing else "heal") is None:
             continue  # healed meanwhile by someone else
         _stop_healer(fault)
-        healed.append({**fault, "heal_result": result})
+        healed.append(dataclasses.replace(fault, heal_result=result))
     return healed
 
 
@@ -102,31 +102,31 @@ def heal_order(faults: list[Fault]) -> list[Fault]:
     first, by address. Docker hands out the lowest free address of a network, so reconnecting
     and restarting in that order gives each container its address back: clients of the stack
     keep working connections, as after a real partition or crash."""
-    freed = [f for f in faults if f["kind"] in ("kill", "stop", "partition") and f.get("addresses")]
-    freed.sort(key=lambda f: min(ipaddress.ip_address(a) for a in f["addresses"].values()))
+    freed = [f for f in faults if f.kind in ("kill", "stop", "partition") and f.addresses]
+    freed.sort(key=lambda f: min(ipaddress.ip_address(a) for a in (f.addresses or {}).values()))
     return freed + [f for f in reversed(faults) if f not in freed]
 
 
 def _stop_healer(fault: Fault) -> None:
-    pid = fault.get("healer_pid")
+    pid = fault.healer_pid
     if not pid or pid == os.getpid():
         return
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return
-    if fault["id"].encode() in cmdline:  # the pid is still our healer, not a reused pid
+    if fault.id.encode() in cmdline:  # the pid is still our healer, not a reused pid
         os.kill(pid, signal.SIGTERM)
 
 
 def status(config: Config) -> list[Fault]:
     faults = []
     for fault in store(config).active():
-        if fault["kind"] in MESSAGE_KINDS:
-            now = f"{len(fault.get('held', []))} events held"
+        if fault.kind in MESSAGE_KINDS:
+            now = f"{len(fault.held or ())} events held"
         else:
             now = containers.container_status(config, fault)
-        faults.append({**fault, "now": now})
+        faults.append(dataclasses.replace(fault, now=now))
     return faults
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from edaenv import wire
+from edaenv.brokers import registry
 from edaenv.config import Config
 from edaenv.errors import UsageError
 from edaenv.stack.dotenv import read_env
@@ -39,13 +40,9 @@ def endpoints(config: Config, secrets: dict[str, str] | None = None) -> list[End
     secrets = read_env(config.env_file) if secrets is None else secrets
     ports = config.ports()
     found = [_broker(config, ports["broker"], secrets)]
-    broker_extra = {
-        "rabbitmq": ("management", "management UI", "EDAENV_RABBITMQ_MANAGEMENT_URL"),
-        "nats": ("monitor", "monitoring", "EDAENV_NATS_MONITOR_URL"),
-        "redpanda": ("admin", "admin API", "EDAENV_REDPANDA_ADMIN_URL"),
-    }
-    if config.broker in broker_extra:
-        port, what, variable = broker_extra[config.broker]
+    extra = registry.profile(config.broker).extra
+    if extra is not None:
+        port, what, variable = extra
         found.append(Endpoint("broker", what, variable, _http(ports["broker"][port])))
     if "postgres" in ports:
         user, password = secrets["POSTGRES_USER"], secrets["POSTGRES_PASSWORD"]
@@ -79,7 +76,7 @@ def environment(config: Config, secrets: dict[str, str] | None = None) -> dict[s
     # and EDAENV_PROJECT would then override `project:` in every other repository's commands.
     env = {"EDAENV_COMPOSE_PROJECT": config.project, "EDAENV_BROKER": config.broker}
     env.update({endpoint.variable: endpoint.url for endpoint in found})
-    if config.broker in ("kafka", "redpanda"):
+    if registry.profile(config.broker).kafka_api:
         env["EDAENV_KAFKA_BOOTSTRAP_SERVERS"] = env["EDAENV_BROKER_URL"]
     return env
 
@@ -89,21 +86,14 @@ def _http(port: int) -> str:
 
 
 def _broker(config: Config, ports: dict[str, int], secrets: dict[str, str]) -> Endpoint:
-    if config.broker in ("kafka", "redpanda"):
-        return Endpoint(
-            "broker", "Kafka API (bootstrap)", "EDAENV_BROKER_URL", f"{HOST}:{ports['kafka']}"
-        )
-    if config.broker == "rabbitmq":
-        user, password = secrets["RABBITMQ_USER"], secrets["RABBITMQ_PASSWORD"]
-        scheme, port, what = "amqp", ports["amqp"], "AMQP"
-        path = "/%2F"
-    else:
-        user, password = secrets["NATS_USER"], secrets["NATS_PASSWORD"]
-        scheme, port, what = "nats", ports["client"], "NATS client"
-        path = ""
-    password = quote(password, safe="")
-    url = f"{scheme}://{quote(user, safe='')}:{password}@{HOST}:{port}{path}"
-    return Endpoint("broker", what, "EDAENV_BROKER_URL", url, secret=password)
+    profile = registry.profile(config.broker)
+    address = f"{HOST}:{ports[profile.client_port]}"
+    if profile.credentials is None:
+        return Endpoint("broker", profile.what, "EDAENV_BROKER_URL", address)
+    user = secrets[f"{profile.credentials}_USER"]
+    password = quote(secrets[f"{profile.credentials}_PASSWORD"], safe="")
+    url = f"{profile.scheme}://{quote(user, safe='')}:{password}@{address}{profile.path}"
+    return Endpoint("broker", profile.what, "EDAENV_BROKER_URL", url, secret=password)
 
 
 # --- the host's clients ----------------------------------------------------------------

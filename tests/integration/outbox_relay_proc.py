@@ -1,11 +1,12 @@
-"""A relay process for the kill tests: the real Relay, publishing through the test's own Kafka
-client. Usage: python outbox_relay_proc.py DATABASE_URL BOOTSTRAP TOPIC BATCH_SIZE"""
+"""A relay process for the kill tests: the real Relay, publishing through edaenv's adapter.
+Usage: EDAENV_TEST_BROKER_URL=URL python outbox_relay_proc.py DATABASE_URL BROKER TOPIC BATCH_SIZE
+(BROKER: kafka, rabbitmq or nats; the URL, which may hold credentials, comes by environment)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from pathlib import Path
 
 # A SIGTERM during the imports below (~0.5 s) must still mean a clean stop, not a default death;
 # "ready" tells spawn_relay() that the handler is in place.
@@ -13,16 +14,14 @@ _terminated: list[int] = []
 signal.signal(signal.SIGTERM, lambda *_: _terminated.append(1))
 print("ready", flush=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from outbox_support import make_broker  # noqa: E402
-
+from edaenv.brokers.registry import connect  # noqa: E402
 from edaenv.outbox.relay import Options, Relay  # noqa: E402
+from edaenv.wire import Endpoint  # noqa: E402
 
 
 def main() -> None:
-    url, bootstrap, topic, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    broker = make_broker(bootstrap)
+    url, kind, topic, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    broker = connect(Endpoint(kind, os.environ["EDAENV_TEST_BROKER_URL"], connect_timeout=10.0))
     relay = Relay(
         url,
         broker,

@@ -1,9 +1,5 @@
 """What the outbox tests share: a fresh database per test on the native PostgreSQL, writers of
-outbox rows, and a small confluent-kafka client for the native Kafka-protocol broker (Tansu).
-
-The Kafka client here is the test's own publisher and reader, independent of edaenv's adapters:
-it implements the `Broker` protocol so the relay can run against a real broker before (and
-besides) the adapters in edaenv/brokers/.
+outbox rows, the native test brokers' endpoints, and edaenv's own adapters connected to them.
 """
 
 from __future__ import annotations
@@ -17,18 +13,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from edaenv.brokers.base import RESOLVED, Ack, Delivery, Message, position_text
-from edaenv.brokers.kafka import BINDING as KAFKA
-from edaenv.errors import BrokerError
+from edaenv.brokers.base import Broker, Delivery, Endpoint
+from edaenv.brokers.registry import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION = ROOT / "templates/scaffold/template/db/migrations/001_outbox.sql"
@@ -170,209 +164,114 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-# --- the test's own Kafka client -------------------------------------------------------------
+# --- the native brokers, through edaenv's adapters ---------------------------------------
 
 
-def _headers(message: Message) -> list[tuple[str, bytes]]:
-    """The CloudEvents Kafka binding (ce_* headers, content-type), as edaenv's adapter writes."""
-    return [(k, v.encode()) for k, v in KAFKA.headers(message.attributes, message.headers).items()]
+def native_endpoint(kind: str, connect_timeout: float = 5.0) -> Endpoint:
+    """The native test broker of `kind` (kafka: Tansu, rabbitmq, nats); fails when it is down."""
+    s = SERVICES
+    ports = {
+        "kafka": s["EDAENV_TEST_KAFKA_PORT"],
+        "rabbitmq": s["EDAENV_TEST_AMQP_PORT"],
+        "nats": s["EDAENV_TEST_NATS_PORT"],
+    }
+    urls = {
+        "kafka": f"127.0.0.1:{ports['kafka']}",
+        "rabbitmq": f"amqp://{s['EDAENV_TEST_AMQP_USER']}:{s['EDAENV_TEST_AMQP_PASSWORD']}"
+        f"@127.0.0.1:{ports['rabbitmq']}/%2F",
+        "nats": f"nats://127.0.0.1:{ports['nats']}",
+    }
+    require_port(f"the native {kind} broker", int(ports[kind]))
+    return Endpoint(kind, urls[kind], connect_timeout=connect_timeout)
 
 
-def _delivery(record: Any) -> Delivery:
-    pairs = [(k, v.decode() if v is not None else "") for k, v in record.headers() or []]
-    attributes, headers = KAFKA.split(pairs)
-    return Delivery(
-        topic=record.topic(),
-        key=(record.key() or b"").decode(),
-        value=record.value() or b"",
-        attributes=attributes,
-        headers=headers,
-        position={"partition": record.partition(), "offset": record.offset()},
-    )
+def _endpoint(where: str | Endpoint | None) -> Endpoint:
+    """An endpoint as given, or a bare bootstrap address (default: the native Tansu's)."""
+    if isinstance(where, Endpoint):
+        return where
+    return Endpoint("kafka", where or kafka_bootstrap())
 
 
-class KafkaSubscription:
-    """Assign-based (no group join: slow on Tansu), with the group's committed offsets."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str):
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-            }
-        )
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        committed = self.consumer.committed(parts, timeout=10)
-        self.consumer.assign(
-            [
-                TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else -2)
-                for tp in committed
-            ]
-        )
-
-    def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        records = self.consumer.consume(max_messages, timeout)
-        for record in records:
-            if record.error():
-                raise BrokerError(str(record.error()))
-        return [_delivery(r) for r in records]
-
-    def ack(self, delivery: Delivery) -> None:
-        self.consumer.commit(
-            offsets=[
-                TopicPartition(
-                    delivery.topic, delivery.position["partition"], delivery.position["offset"] + 1
-                )
-            ],
-            asynchronous=True,
-        )
-
-    def close(self) -> None:
-        self.consumer.close()
+def make_broker(where: str | Endpoint | None = None, timeout: float = 10.0) -> Broker:
+    """edaenv's adapter for `where`: an Endpoint, or a Kafka bootstrap address (default: the
+    native Tansu)."""
+    return connect(replace(_endpoint(where), connect_timeout=timeout))
 
 
-class KafkaTestBroker:
-    name = "kafka"
-    max_message_bytes = 1_000_000
+def read_all(where: str | Endpoint, topic: str, idle: float = 3.0) -> list[Delivery]:
+    """Everything in a topic, from the beginning to the end it has when read, through edaenv's
+    adapter (`tail`: nothing is taken or committed). `where`: an Endpoint or a Kafka bootstrap
+    address; `idle`: the longest wait for the next message."""
+    broker = make_broker(where)
+    try:
+        return list(broker.tail(topic, from_beginning=True, follow=False, idle_timeout=idle))
+    finally:
+        broker.close()
 
-    def __init__(self, bootstrap: str | None = None, timeout: float = 10.0):
-        self.bootstrap = bootstrap or kafka_bootstrap()
-        self.timeout = timeout
-        self.producer = self._producer()
 
-    def _producer(self) -> Producer:
-        return Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "message.timeout.ms": int(self.timeout * 1000),
-                "socket.timeout.ms": 3000,
-            }
-        )
+def read_group(where: Endpoint, topic: str, count: int, idle: float = 3.0) -> list[Delivery]:
+    """What a new consumer group of the topic gets through edaenv's adapter (subscribe, fetch,
+    ack) until `count` deliveries or nothing new for `idle` seconds. On RabbitMQ this reads the
+    topic's consumer queue, which survives a killed broker where its stream may not."""
+    broker = make_broker(where)
+    subscription = broker.subscribe(topic, f"check-{uuid.uuid4().hex[:8]}")
+    got: list[Delivery] = []
+    try:
+        last = time.monotonic()
+        while len(got) < count and time.monotonic() - last < idle:
+            deliveries = subscription.fetch(1000, 0.5)
+            if deliveries:
+                last = time.monotonic()
+            for delivery in deliveries:
+                subscription.ack(delivery)
+            got += deliveries
+    finally:
+        subscription.close()
+        broker.close()
+    return got
 
-    def ensure_topology(self, topics: Sequence[str]) -> None:
-        wanted = [t for topic in topics for t in (topic, f"{topic}.dlq")]
-        if not wanted:
-            return
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        existing = set(admin.list_topics(timeout=self.timeout).topics)
-        missing = [NewTopic(t, PARTITIONS, 1) for t in wanted if t not in existing]
-        for future in admin.create_topics(missing).values() if missing else []:
-            with contextlib.suppress(KafkaException):
-                future.result()
 
-    def publish(self, messages: Sequence[Message]) -> list[Ack]:
-        positions: list[dict[str, Any]] = [{} for _ in messages]
-        errors: list[str] = []
+def drop_topic(endpoint: Endpoint, topic: str) -> None:
+    """Remove what ensure_topology made for `topic` from a shared test broker, so that runs do
+    not pile up messages there. Best effort: a broker that is gone has nothing left to drop."""
+    with contextlib.suppress(Exception):
+        if endpoint.broker == "kafka":
+            admin = AdminClient({"bootstrap.servers": endpoint.url})
+            for future in admin.delete_topics([topic, f"{topic}.dlq"]).values():
+                with contextlib.suppress(Exception):
+                    future.result(10)
+        elif endpoint.broker == "rabbitmq":
+            import pika
 
-        def done(index: int) -> Any:
-            def callback(err: Any, record: Any) -> None:
-                if err is not None:
-                    errors.append(str(err))
-                else:
-                    positions[index] = {"partition": record.partition(), "offset": record.offset()}
+            from edaenv.brokers import rabbitmq_topology as topology
 
-            return callback
-
-        for index, message in enumerate(messages):
-            self._produce(message.topic, message.key, message.value, _headers(message), done(index))
-        remaining = self.producer.flush(self.timeout + 5)
-        if errors or remaining:
-            # A fresh producer: after timeouts an idempotent one may be fenced for good.
-            self.producer.purge()
-            self.producer = self._producer()
-            raise BrokerError(
-                f"{len(errors) or remaining} message(s) not acknowledged: {errors[:1]}"
-            )
-        return [Ack(position=position, latency_ms=0.0) for position in positions]
-
-    def _produce(
-        self, topic: str, key: str, value: bytes, headers: list[Any], callback: Any
-    ) -> None:
-        while True:
+            connection = pika.BlockingConnection(pika.URLParameters(endpoint.url))
             try:
-                self.producer.produce(
-                    topic, key=key.encode(), value=value, headers=headers, on_delivery=callback
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+                channel = connection.channel()
+                for queue in topology.queues(topic):
+                    channel.queue_delete(queue.name)
+                for exchange in topology.exchanges(topic):
+                    channel.exchange_delete(exchange.name)
+            finally:
+                connection.close()
+        elif endpoint.broker == "nats":
+            import asyncio
 
-    def tail(
-        self, topic: str, *, from_beginning: bool, follow: bool, idle_timeout: float
-    ) -> Iterator[Delivery]:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-            }
-        )
-        consumer.assign(
-            [TopicPartition(topic, p, -2 if from_beginning else -1) for p in range(PARTITIONS)]
-        )
-        try:
-            idle_since = time.monotonic()
-            while follow or time.monotonic() - idle_since < idle_timeout:
-                records = consumer.consume(1000, 0.2)
-                if records:
-                    idle_since = time.monotonic()
-                for record in records:
-                    if not record.error():
-                        yield _delivery(record)
-        finally:
-            consumer.close()
+            import nats
 
-    def subscribe(self, topic: str, group: str) -> KafkaSubscription:
-        return KafkaSubscription(self.bootstrap, topic, group)
+            from edaenv.brokers.nats import nats_dlq_stream, nats_stream
 
-    def publish_dead_letter(self, topic: str, delivery: Delivery, headers: dict[str, str]) -> Ack:
-        message = Message(
-            topic=f"{topic}.dlq",
-            key=delivery.key,
-            value=delivery.value,
-            attributes=delivery.attributes,
-            headers={**delivery.headers, **headers},
-        )
-        return self.publish([message])[0]
+            async def drop() -> None:
+                client = await nats.connect(endpoint.url, allow_reconnect=False)
+                try:
+                    js = client.jetstream()
+                    for stream in (nats_stream(topic), nats_dlq_stream(topic)):
+                        with contextlib.suppress(Exception):
+                            await js.delete_stream(stream)
+                finally:
+                    await client.close()
 
-    def remove_dead_letters(self, letters: Sequence[Delivery]) -> list[Delivery]:
-        """As edaenv's Kafka adapter does: a marker record per letter."""
-        markers = [
-            Message(
-                letter.topic, letter.key, b"", headers={RESOLVED: position_text(letter.position)}
-            )
-            for letter in letters
-        ]
-        if markers:
-            self.publish(markers)
-        return list(letters)
-
-    def close(self) -> None:
-        self.producer.flush(5)
-
-
-def make_broker(bootstrap: str | None = None, timeout: float = 10.0) -> Any:
-    """The broker client under test: the tests' own (default), or edaenv's Kafka adapter with
-    EDAENV_OUTBOX_TEST_CLIENT=edaenv."""
-    if os.environ.get("EDAENV_OUTBOX_TEST_CLIENT") == "edaenv":
-        from edaenv.brokers.base import Endpoint
-        from edaenv.brokers.registry import connect
-
-        return connect(Endpoint("kafka", bootstrap or kafka_bootstrap(), connect_timeout=timeout))
-    return KafkaTestBroker(bootstrap, timeout)
-
-
-def read_all(bootstrap: str, topic: str, idle: float = 3.0) -> list[Delivery]:
-    """Everything in a topic, from the beginning, until nothing new for `idle` seconds."""
-    return list(
-        KafkaTestBroker(bootstrap).tail(topic, from_beginning=True, follow=False, idle_timeout=idle)
-    )
+            asyncio.run(asyncio.wait_for(drop(), 10))
 
 
 # --- a Tansu broker of the test's own (for stopping it) --------------------------------------

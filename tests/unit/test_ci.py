@@ -60,7 +60,11 @@ def test_workflow_brings_up_tests_bundles_on_failure_and_always_tears_down(repo:
     assert "defaults" not in doc["jobs"]["integration"]  # edaenv.yaml is at the repo root
 
 
-@pytest.mark.parametrize("flags", [(), ("--broker-matrix",)], ids=["one-job", "broker-matrix"])
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("--broker-matrix",), ("--verify", "--broker-matrix")],
+    ids=["one-job", "broker-matrix", "verify"],
+)
 def test_workflow_passes_actionlint(repo: Path, flags: tuple[str, ...]) -> None:
     actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which(
         "actionlint"
@@ -204,6 +208,41 @@ def test_broker_matrix_runs_each_broker_and_its_step_switches_the_broker(repo: P
         capture_output=True,
     )
     assert quoted.returncode != 0
+
+
+VERIFY_STEPS = """\
+    - name: Tests
+      run: pytest
+    - name: 'Delivery scenarios: each event processed once, in order, or dead-lettered'
+      run: edaenv verify --junit-xml edaenv-verify.xml
+    - name: Upload the verify report
+      if: always()
+      uses: actions/upload-artifact@043fb46d1a93c77aae656e7c1c64a875d1fc6a0a # v7.0.1
+      with:
+        name: edaenv-verify-${{ github.run_id }}-${{ github.run_attempt }}
+        path: edaenv-verify.xml
+        if-no-files-found: warn
+        retention-days: 14
+    - name: 'Failure bundle: status, logs, last events, dead letters, outbox, traces'
+"""
+
+
+def test_verify_runs_the_scenarios_after_the_tests_and_always_uploads_the_report(
+    repo: Path, project: Path
+) -> None:
+    plain = run_edaenv("ci", "github", "--stdout", cwd=repo)
+    assert plain.code == 0 and "edaenv verify" not in plain.out
+    result = run_edaenv("ci", "github", "--verify", "--stdout", cwd=repo)
+    assert result.code == 0, result.err
+    assert VERIFY_STEPS in result.out
+    # Per broker in a matrix, and from the subdirectory holding edaenv.yaml.
+    matrix = run_edaenv("ci", "github", "--verify", "--broker-matrix", "--stdout", cwd=repo)
+    assert "name: edaenv-verify-${{ matrix.broker }}-${{ github.run_id }}-" in matrix.out
+    service = project / "services" / "orders"
+    service.mkdir(parents=True)
+    assert run_edaenv("init", "--defaults", cwd=service).code == 0
+    nested = run_edaenv("ci", "github", "--verify", "--stdout", cwd=service)
+    assert "path: services/orders/edaenv-verify.xml\n" in nested.out
 
 
 def test_workflow_in_a_subdirectory_runs_there(project: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edaenv.verify.scenario import find_scenarios
 from tests.conftest import run_edaenv
 
 
@@ -28,6 +29,18 @@ def test_init_then_render_check_is_clean(project: Path) -> None:
         "owner": "shop-team",
     }
     assert set(contract["required"]) == {"orderId", "customerId", "total"}
+
+    # `edaenv verify`'s scenarios land in the scaffold, each loadable, with their schema.
+    scenarios = find_scenarios(project / "eda/scenarios", [])
+    assert [s.name for s in scenarios] == [
+        "broker-restart",
+        "consumer-crash",
+        "duplicates",
+        "partition",
+        "poison",
+        "relay-crash",
+    ]
+    assert (project / "eda/scenarios/scenario.schema.json").is_file()
     # The answers only: no path of the machine that ran init (the file is committed).
     assert (project / "eda/.copier-answers.yml").read_text() == (
         "# The answers `edaenv init` gave copier for this scaffold (no machine path: safe to "
