@@ -135,7 +135,11 @@ def check(
         poison_sent=len(poison),
         dead_letters=len(dead & ours),
         violations=tuple(violations),
-        age_ms={"p50": _at(ages, 50), "p99": _at(ages, 99), "max": ages[-1] if ages else None},
+        age_ms={
+            "p50": _at(ages, 50),
+            "p99": _at(ages, 99),
+            "max": round(ages[-1], 1) if ages else None,
+        },
         faults=tuple(faults),
         seconds=seconds,
         quiet=quiet,

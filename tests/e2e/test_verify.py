@@ -10,7 +10,9 @@ printed, so a CI log shows each scenario's figures.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -159,6 +161,67 @@ def sample(kafka: Stack) -> Iterator[Stack]:
     original = main.read_text(encoding="utf-8")
     yield kafka
     main.write_text(original, encoding="utf-8")
+
+
+PLUGIN_TESTS = """
+def test_holds(edaenv_stack):
+    [report] = edaenv_stack.verify("quick")
+    assert report.ok and report.sent == 200 and report.processed == 200
+
+
+def test_fails_with_the_violations(edaenv_stack):
+    edaenv_stack.verify("doubled")
+"""
+
+
+def test_the_pytest_helper_returns_reports_and_fails_a_test_with_the_violations(
+    sample: Stack,
+) -> None:
+    """`edaenv_stack.verify(...)` in a user's test, on the stack that is up (the plugin keeps
+    what it did not start): a scenario that holds returns its report; one whose effects query
+    counts every side effect twice fails the test, listing the duplicates."""
+    scenarios = sample.scaffold / "scenarios"
+    quick = "workload: {count: 200, aggregates: 10}\n"
+    doubled = quick + (
+        "check:\n  effects: SELECT event_id FROM order_confirmations "
+        "UNION ALL SELECT event_id FROM order_confirmations\n"
+    )
+    (scenarios / "quick.yaml").write_text(quick)
+    (scenarios / "doubled.yaml").write_text(doubled)
+    tests = sample.root / "plugin_tests"
+    tests.mkdir()
+    (tests / "test_uses_verify.py").write_text(PLUGIN_TESTS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDAENV_", "PYTEST_"))}
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                str(sample.root),
+                "--edaenv-config",
+                str(sample.root / "edaenv.yaml"),
+                str(tests),
+            ],
+            cwd=sample.root,
+            env={**env, "CI": "true"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        (scenarios / "quick.yaml").unlink()
+        (scenarios / "doubled.yaml").unlink()
+    print(result.stdout[-3000:])
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    assert "✘ doubled: 200 events sent, 200 processed, 400 side effects" in result.stdout
+    assert "duplicate: event " in result.stdout and "2 effects" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert sample.status()["healthy"] is True  # the plugin left the stack it did not start
 
 
 def verify_broken(stack: Stack, broken: Broken, scenario: str) -> tuple[Result, dict[str, Any]]:
