@@ -20,10 +20,7 @@ if TYPE_CHECKING:
 
 def snapshot(engine: Engine, project: str) -> list[ServiceState]:
     """Every container of the project, from one list call."""
-    return _states(engine.containers({"label": [f"{PROJECT_LABEL}={project}"]}))
-
-
-def _states(found: list[dict[str, Any]]) -> list[ServiceState]:
+    found = engine.containers({"label": [f"{PROJECT_LABEL}={project}"]})
     return sorted((summary_state(attrs) for attrs in found), key=lambda s: (s.service, s.id))
 
 
@@ -44,9 +41,7 @@ class Watch:
         # Container id -> its restart policy, read at its start: a container the engine will
         # start again is restarting when it dies, not failed.
         self._restart: dict[str, dict[str, Any]] = {}
-        # The engine's container list as the watch began: `up` reads drift from it too.
-        self.listed = engine.containers({"label": [f"{PROJECT_LABEL}={project}"]})
-        for state in _states(self.listed):
+        for state in snapshot(engine, project):
             self.states[state.service] = state
             self._ids[state.service] = state.id
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -70,10 +65,6 @@ class Watch:
                 event = self._events.get_nowait()
         except queue.Empty:
             return changed
-
-    def wake(self) -> None:
-        """End a waiting update() now (an entry that names no service changes nothing)."""
-        self._events.put({})
 
     def close(self) -> None:
         self._stream.close()

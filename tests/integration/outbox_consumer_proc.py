@@ -32,7 +32,7 @@ def dying_at(kill_at: int, broker: Any) -> Any:
                 os.kill(os.getpid(), signal.SIGKILL)
             ack(delivery)
 
-        subscription.ack = ack_or_die
+        subscription.ack = ack_or_die  # type: ignore[method-assign]
         return subscription
 
     broker.subscribe = subscribe_and_die
