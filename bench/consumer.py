@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,19 +106,27 @@ def events(topic: str, n: int) -> list[Message]:
     return messages
 
 
-def raw_consume(broker: Any, topic: str, n: int, batch: int) -> float:
-    subscription = broker.subscribe(topic, f"raw-{uuid.uuid4().hex[:6]}")
+def timed_consume(
+    broker: Any, topic: str, group: str, n: int, batch: int, handle: Callable[[list[Any]], None]
+) -> float:
+    """Messages per second through fetch, handle(batch), ack, timed from the first delivery."""
+    subscription = broker.subscribe(topic, f"{group}-{uuid.uuid4().hex[:6]}")
     seen, started = 0, None
     while seen < n:
         deliveries = subscription.fetch(batch, 1.0)
         if deliveries and started is None:
             started = time.perf_counter()
+        handle(deliveries)
         for delivery in deliveries:
             subscription.ack(delivery)
         seen += len(deliveries)
     elapsed = time.perf_counter() - (started or 0)
     subscription.close()
     return n / elapsed
+
+
+def raw_consume(broker: Any, topic: str, n: int, batch: int) -> float:
+    return timed_consume(broker, topic, "raw", n, batch, lambda _deliveries: None)
 
 
 def batched_inserts(url: str, messages: list[Message], batch: int) -> float:
@@ -137,13 +146,9 @@ def plain_loop(broker: Any, url: str, topic: str, n: int, batch: int) -> float:
     """What the sample consumer does, written as the shortest loop: the baseline."""
     from psycopg.types.json import Jsonb
 
-    subscription = broker.subscribe(topic, f"plain-{uuid.uuid4().hex[:6]}")
-    seen, started = 0, None
     with psycopg.connect(url) as conn:
-        while seen < n:
-            deliveries = subscription.fetch(batch, 1.0)
-            if deliveries and started is None:
-                started = time.perf_counter()
+
+        def handle(deliveries: list[Any]) -> None:
             orders = {service.event_id(d): json.loads(d.value) for d in deliveries}
             with conn.transaction():
                 new = service.claim_new(conn, "plain", orders.keys())
@@ -153,12 +158,8 @@ def plain_loop(broker: Any, url: str, topic: str, n: int, batch: int) -> float:
                     if event_id in new
                 ]
                 conn.execute(EFFECT, [Jsonb(rows)])
-            for delivery in deliveries:
-                subscription.ack(delivery)
-            seen += len(deliveries)
-    elapsed = time.perf_counter() - (started or 0)
-    subscription.close()
-    return n / elapsed
+
+        return timed_consume(broker, topic, "plain", n, batch, handle)
 
 
 def idempotent(

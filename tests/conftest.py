@@ -53,6 +53,25 @@ def run_edaenv(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+
+def run_user_pytest(
+    root: Path, tests: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """pytest as a user's project runs it with edaenv's plugin: its own process and rootdir,
+    none of this run's EDAENV_ or PYTEST_ variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("EDAENV_", "PYTEST_"))}
+    return subprocess.run(
+        [*PYTEST, "--rootdir", str(root), *args, str(tests)],
+        cwd=root,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """An empty git repository to run `edaenv init` in."""

@@ -11,7 +11,18 @@ import click
 import typer
 
 from edaenv import __version__
-from edaenv.cli import bundle, ci, common, events, faults, lifecycle, outbox, stack, verify
+from edaenv.cli import (
+    bundle,
+    ci,
+    common,
+    events,
+    faults,
+    lazy,
+    lifecycle,
+    outbox,
+    stack,
+    verify,
+)
 from edaenv.errors import EdaenvError
 
 
@@ -93,7 +104,8 @@ for group in (stack, lifecycle, events, outbox, faults, verify, ci, bundle):
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
-        app(prog_name="edaenv")
+        # Each subcommand is built when it runs (cli/lazy.py): --help and --version build none.
+        lazy.command(app)(prog_name="edaenv")
     except EdaenvError as exc:
         if debug:
             raise

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edaenv.cli import common
-from edaenv.errors import EngineError, UsageError
+from edaenv.errors import EdaenvError, EngineError, UsageError
 
 if TYPE_CHECKING:
     from edaenv.config import Config
@@ -62,7 +62,7 @@ def up(
     config = common.config()
     # rich is imported only once compose runs: it is not on the way to a healthy stack.
     with contextlib.ExitStack() as displays:
-        progress = _Progress(displays)
+        progress = _Progress(displays, None if json_ else config)
         result = lifecycle.up(
             config,
             services or [],
@@ -96,7 +96,7 @@ def up(
             }
         )
         return
-    _endpoints_table(config)
+    _endpoints_table(config, progress.endpoints or _endpoint_rows(config))
     if not wait:
         console.success(
             f"stack '{config.project}' started in {result.seconds:.1f}s, health "
@@ -362,8 +362,12 @@ def _warn_drift(config: Config) -> list[Drift]:
 class _Progress:
     """Live table on a terminal; elsewhere one line per state change."""
 
-    def __init__(self, displays: contextlib.ExitStack):
+    def __init__(self, displays: contextlib.ExitStack, endpoints_of: Config | None):
+        """endpoints_of: the config whose endpoints table `up` shows at the end: worked out
+        while compose runs, not once the stack is healthy."""
         self.displays = displays
+        self.endpoints_of = endpoints_of
+        self.endpoints: list[tuple[str, str, str]] = []
         self.live: Update | None = None
         self.started = False
         self.shown: dict[str, str] = {}
@@ -384,6 +388,10 @@ class _Progress:
             self.live = self.displays.enter_context(
                 console.live_table(("service", "state", "time"))
             )
+            # A .env broken meanwhile fails `up` at the end, after the stack, as it did.
+            if self.endpoints_of is not None:
+                with contextlib.suppress(EdaenvError):
+                    self.endpoints = _endpoint_rows(self.endpoints_of)
         rows = []
         for state in states:
             if state.ready:
@@ -406,15 +414,16 @@ def _warn(message: str, hint: str) -> None:
     console.warn(message, hint)
 
 
-def _endpoints_table(config: Config) -> None:
+def _endpoints_table(config: Config, rows: list[tuple[str, str, str]]) -> None:
     from edaenv import console
+
+    console.table(f"endpoints of '{config.project}'", ("service", "what", "address"), rows)
+
+
+def _endpoint_rows(config: Config) -> list[tuple[str, str, str]]:
     from edaenv.stack.endpoints import endpoints
 
-    console.table(
-        f"endpoints of '{config.project}'",
-        ("service", "what", "address"),
-        [(e.service, e.what, e.shown()) for e in endpoints(config)],
-    )
+    return [(e.service, e.what, e.shown()) for e in endpoints(config)]
 
 
 def _ports(state: ServiceState) -> str:

@@ -83,8 +83,6 @@ def up(
 
         say("preparing edaenv's wheels for the relay and consumer images")
         prepare_app_wheels(config)
-    for image in _missing_images(config, engine, services):
-        say(f"pulling {image} (not on this machine yet)")
 
     command = compose.compose(config, "up", "--detach")
     command.flag("--remove-orphans", not keep_existing).flag("--no-recreate", keep_existing)
@@ -93,47 +91,62 @@ def up(
     command.extend(services)
     # The subprocess's own limit only catches a hung compose: --wait-timeout reports first.
     limit = None if building else timeout + 60
-    stale = _warn_stale_volumes(config, engine, warn)
-    _warn_drift(config, engine, warn)
-    if building:
-        say("building the relay and consumer images (cached after the first time)")
-    say("starting")
-    running = compose.start(command)
-    job = _Background(lambda: running.finish(timeout=limit))
+    # Before compose, only what it is about to change: its containers (the watch's first
+    # state, and drift) and its volumes (the credentials they keep); and .env, whose errors
+    # must stop `up` before anything starts. The checks on them, the images and the messages
+    # follow once compose is on its way.
+    secrets = _secrets(config)
+    watch = Watch(engine, config.project)
     ready_at: dict[str, float] = {}
-    watch: Watch | None = None
     broken: list[ServiceState] = []
+    remembered = False
     try:
-        # Subscribed after compose started: what happened before is in the watch's snapshot.
-        watch = Watch(engine, config.project)
-        while True:
-            done = job.wait(0)
-            watch.update(TICK_S)
-            elapsed = time.monotonic() - started
-            states = sorted(watch.states.values(), key=lambda s: s.service)
-            for state in states:
-                if not state.ready:
-                    ready_at.pop(state.service, None)  # (re)starting: time it afresh
-                elif state.service not in ready_at:
-                    ready_at[state.service] = elapsed
-            if progress:
-                progress(states, elapsed)
-            # A container of this run that exited, failed to start or whose health check
-            # failed for good: nothing left to wait for. One the engine restarts by its policy
-            # shows as restarting, and a one-shot that exited 0 did its job.
-            broken = [s for s in states if broken_for_good(s) and s.id in watch.fresh]
-            if done or (wait and broken):
-                break
-    except BaseException:  # Ctrl-C: compose runs in its own process group, stop it too
-        running.stop()
-        raise
+        volumes = _volumes(config, engine)
+        running = compose.start(command)
+        # compose's exit wakes the loop at once rather than at its next tick.
+        job = _Background(lambda: running.finish(timeout=limit), then=watch.wake)
+        try:
+            # Looked up once compose runs: it loads its project before it pulls anything.
+            for image in _missing_images(config, engine, services):
+                say(f"pulling {image} (not on this machine yet)")
+            stale = _warn_stale_volumes(config, volumes, secrets, warn)
+            _warn_drift(config, watch.listed, warn)
+            if building:
+                say("building the relay and consumer images (cached after the first time)")
+            say("starting")
+            while True:
+                watch.update(TICK_S)
+                finished = job.wait(0)
+                elapsed = time.monotonic() - started
+                states = sorted(watch.states.values(), key=lambda s: s.service)
+                for state in states:
+                    if not state.ready:
+                        ready_at.pop(state.service, None)  # (re)starting: time it afresh
+                    elif state.service not in ready_at:
+                        ready_at[state.service] = elapsed
+                if progress:
+                    progress(states, elapsed)
+                # A container of this run that exited, failed to start or whose health check
+                # failed for good: nothing left to wait for. One the engine restarts by its
+                # policy shows as restarting, and a one-shot that exited 0 did its job.
+                broken = [s for s in states if broken_for_good(s) and s.id in watch.fresh]
+                if finished or (wait and broken):
+                    break
+                if not remembered and watch.fresh and all(done(s) for s in states):
+                    # Done while compose waits for its next health poll rather than after:
+                    # compose made every volume before its first container.
+                    _remember_volumes(config, engine, secrets)
+                    remembered = True
+        except BaseException:  # Ctrl-C: compose runs in its own process group, stop it too
+            running.stop()
+            raise
     finally:
-        if watch is not None:
-            watch.close()
+        watch.close()
     stopped = bool(broken) and not job.wait(0)
     if stopped:
         running.stop()  # the containers stay as they are, for `edaenv logs` and `status`
-    _remember_volumes(config, engine)
+    if not remembered:
+        _remember_volumes(config, engine, secrets)
     if stopped:
         seen = {state.service: state for state in broken}
         raise _failure(config, engine, services, timeout, seen=seen) or EngineError("up failed")
@@ -153,13 +166,27 @@ def up(
     return UpResult(time.monotonic() - started, ready_at, states, stale)
 
 
-def _warn_stale_volumes(
-    config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
-) -> list[str]:
-    from edaenv.engine.volumes import stale_volumes
+def _secrets(config: Config) -> dict[str, str]:
     from edaenv.stack.dotenv import read_env
 
-    stale = stale_volumes(config, engine, read_env(config.env_file))
+    return read_env(config.env_file)
+
+
+def _volumes(config: Config, engine: api.Engine) -> list[dict[str, Any]]:
+    from edaenv.engine.volumes import project_volumes
+
+    return project_volumes(config, engine)
+
+
+def _warn_stale_volumes(
+    config: Config,
+    volumes: list[dict[str, Any]],
+    secrets: dict[str, str],
+    warn: Callable[[str, str], None] | None,
+) -> list[str]:
+    from edaenv.engine.volumes import stale_volumes
+
+    stale = stale_volumes(config, volumes, secrets)
     if stale and warn:
         warn(
             f"volume{'s' if len(stale) > 1 else ''} {', '.join(stale)} created with other "
@@ -172,22 +199,22 @@ def _warn_stale_volumes(
 
 
 def _warn_drift(
-    config: Config, engine: api.Engine, warn: Callable[[str, str], None] | None
+    config: Config, listed: list[dict[str, Any]], warn: Callable[[str, str], None] | None
 ) -> None:
-    """What this `up` changes in a running stack because edaenv.yaml changed."""
-    from edaenv.engine.drift import applied, drift
+    """What this `up` changes in a running stack because edaenv.yaml changed. `listed`: the
+    engine's container list from before compose started."""
+    from edaenv.engine.drift import applied, find_drift
 
-    changes = drift(config, engine)
+    changes = find_drift(config, listed)
     if changes and warn:
         warn(*applied(config, changes))
 
 
-def _remember_volumes(config: Config, engine: api.Engine) -> None:
+def _remember_volumes(config: Config, engine: api.Engine, secrets: dict[str, str]) -> None:
     """Once compose has created the volumes, whether `up` succeeded or not."""
     from edaenv.engine.volumes import remember_volumes
-    from edaenv.stack.dotenv import read_env
 
-    remember_volumes(config, engine, read_env(config.env_file))
+    remember_volumes(config, _volumes(config, engine), secrets)
 
 
 @dataclass
@@ -414,8 +441,9 @@ def _image_present(client: DockerClient, image: str) -> bool:
 class _Background:
     """A call running in a thread; result() re-raises what it raised."""
 
-    def __init__(self, call: Callable[[], object]):
+    def __init__(self, call: Callable[[], object], then: Callable[[], None] | None = None):
         self._call = call
+        self._then = then  # called in the thread once `call` returned or raised
         self._value: object = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -426,6 +454,9 @@ class _Background:
             self._value = self._call()
         except BaseException as exc:
             self._error = exc
+        finally:
+            if self._then is not None:
+                self._then()
 
     def wait(self, seconds: float) -> bool:
         self._thread.join(seconds)

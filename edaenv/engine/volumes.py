@@ -34,14 +34,21 @@ VOLUME_SECRETS: dict[str, Keys] = {
 }
 
 
-def stale_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> list[str]:
-    """This project's volumes created with other credentials than the current .env. Asked
-    before compose starts, when the record forgets the volumes that no longer exist: one that
-    compose makes again under that name is then recorded afresh."""
+def project_volumes(config: Config, engine: Engine) -> list[dict[str, Any]]:
+    """The project's volumes, from one call of the engine's volume list."""
+    return engine.volumes({"label": [f"{PROJECT_LABEL}={config.project}"]})
+
+
+def stale_volumes(
+    config: Config, volumes: list[dict[str, Any]], secrets: dict[str, str]
+) -> list[str]:
+    """Of `volumes`, those created with other credentials than the current .env. `volumes`
+    is the list from before compose starts: the record forgets the volumes that no longer
+    existed then, so one that compose makes again under that name is recorded afresh."""
     record = _read(config)
     existing = {}
     stale = []
-    for volume, keys in _keeping_secrets(config, engine):
+    for volume, keys in _keeping_secrets(volumes):
         name = str(volume.get("Name"))
         entry = record["volumes"].get(name)
         if entry:
@@ -53,24 +60,27 @@ def stale_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> li
     return sorted(stale)
 
 
-def remember_volumes(config: Config, engine: Engine, secrets: dict[str, str]) -> None:
-    """After compose: record the secrets of volumes not recorded yet. A recorded volume keeps
-    its entry: it still holds the credentials of its first start, whatever .env says now.
-    (The engine has no id for a volume instance, so a volume removed and made again behind
-    edaenv's back between two of its runs keeps the old entry.)"""
+def remember_volumes(
+    config: Config, volumes: list[dict[str, Any]], secrets: dict[str, str]
+) -> None:
+    """Once compose has created the volumes (`volumes`, listed then): record the secrets of
+    those not recorded yet. A recorded volume keeps its entry: it still holds the credentials
+    of its first start, whatever .env says now. (The engine has no id for a volume instance,
+    so a volume removed and made again behind edaenv's back between two of its runs keeps the
+    old entry.)"""
     record = _read(config)
     present = {
         str(volume.get("Name")): record["volumes"].get(str(volume.get("Name")))
         or {"fingerprint": _fingerprint(record["key"], secrets, keys)}
-        for volume, keys in _keeping_secrets(config, engine)
+        for volume, keys in _keeping_secrets(volumes)
     }
     if present != record["volumes"]:
         _save(config, {"key": record["key"], "volumes": present})
 
 
-def _keeping_secrets(config: Config, engine: Engine) -> list[tuple[dict[str, Any], Keys]]:
+def _keeping_secrets(volumes: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Keys]]:
     found = []
-    for volume in engine.volumes({"label": [f"{PROJECT_LABEL}={config.project}"]}):
+    for volume in volumes:
         keys = VOLUME_SECRETS.get((volume.get("Labels") or {}).get(VOLUME_LABEL, ""))
         if keys:
             found.append((volume, keys))

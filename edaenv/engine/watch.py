@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 def snapshot(engine: Engine, project: str) -> list[ServiceState]:
     """Every container of the project, from one list call."""
-    found = engine.containers({"label": [f"{PROJECT_LABEL}={project}"]})
+    return _states(engine.containers({"label": [f"{PROJECT_LABEL}={project}"]}))
+
+
+def _states(found: list[dict[str, Any]]) -> list[ServiceState]:
     return sorted((summary_state(attrs) for attrs in found), key=lambda s: (s.service, s.id))
 
 
@@ -41,7 +44,9 @@ class Watch:
         # Container id -> its restart policy, read at its start: a container the engine will
         # start again is restarting when it dies, not failed.
         self._restart: dict[str, dict[str, Any]] = {}
-        for state in snapshot(engine, project):
+        # The engine's container list as the watch began: `up` reads drift from it too.
+        self.listed = engine.containers({"label": [f"{PROJECT_LABEL}={project}"]})
+        for state in _states(self.listed):
             self.states[state.service] = state
             self._ids[state.service] = state.id
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -65,6 +70,10 @@ class Watch:
                 event = self._events.get_nowait()
         except queue.Empty:
             return changed
+
+    def wake(self) -> None:
+        """End a waiting update() now (an entry that names no service changes nothing)."""
+        self._events.put({})
 
     def close(self) -> None:
         self._stream.close()

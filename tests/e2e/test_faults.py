@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result, run_edaenv
+from tests.conftest import Result, run_edaenv, run_user_pytest
 
 pytestmark = pytest.mark.engine
 
@@ -627,25 +626,4 @@ def run_plugin_project(root: Path, *args: str) -> subprocess.CompletedProcess[st
     tests.mkdir(exist_ok=True)
     source = Path(__file__).resolve().parents[1] / "plugin_project" / "test_with_edaenv.py"
     (tests / source.name).write_text(source.read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDAENV_")}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(root),
-            "--edaenv-timeout",
-            "300",
-            str(tests),
-            *args,
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_user_pytest(root, tests, "--edaenv-timeout", "300", *args, timeout=900)

@@ -8,17 +8,17 @@ containers, volumes and networks before and after, and the engine's event log of
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+
+from tests.conftest import run_user_pytest
 
 pytestmark = pytest.mark.engine
 
@@ -36,20 +36,7 @@ def run_pytest(
         old.unlink()
     for name in modules:
         (tests / name).write_text((PLUGIN_PROJECT / name).read_text())
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("EDAENV_", "PYTEST_XDIST", "PYTEST_CURRENT_TEST"))
-    }
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    return subprocess.run(
-        [*command, "--rootdir", str(root), "--edaenv-timeout", "120", str(tests), *args],
-        cwd=root,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_user_pytest(root, tests, "--edaenv-timeout", "120", *args, env=env)
 
 
 def run_two_workers(root: Path, record: Path) -> subprocess.CompletedProcess[str]:

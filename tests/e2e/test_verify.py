@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_user_pytest
 from tests.e2e.conftest import Result, Stack, claim_offset, use_images
 from tests.e2e.verify_consumers import (
     ACK_FIRST,
@@ -191,27 +192,13 @@ def test_the_pytest_helper_returns_reports_and_fails_a_test_with_the_violations(
     tests = sample.root / "plugin_tests"
     tests.mkdir()
     (tests / "test_uses_verify.py").write_text(PLUGIN_TESTS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDAENV_", "PYTEST_"))}
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--rootdir",
-                str(sample.root),
-                "--edaenv-config",
-                str(sample.root / "edaenv.yaml"),
-                str(tests),
-            ],
-            cwd=sample.root,
-            env={**env, "CI": "true"},
-            capture_output=True,
-            text=True,
-            timeout=600,
+        result = run_user_pytest(
+            sample.root,
+            tests,
+            "--edaenv-config",
+            str(sample.root / "edaenv.yaml"),
+            env={"CI": "true"},
         )
     finally:
         (scenarios / "quick.yaml").unlink()
@@ -398,9 +385,7 @@ def unknown_role_scenario(model: Path) -> str:
 
 
 def test_ctrl_c_heals_what_the_run_broke(sample: Stack) -> None:
-    import os
     import signal
-    import sys
 
     env = {**os.environ, "CI": "true", "NO_COLOR": "1", "COLUMNS": "200"}
     env.pop("EDAENV_CONFIG", None)
