@@ -7,14 +7,13 @@ reaped children include runc, so every health-check exec shows there too).
     .venv/bin/python bench/idle.py [--brokers kafka,rabbitmq,nats] [--seconds 60]
                                    [--old-checks] [--rare-checks]
 
-Goal: the whole stack (every component but Grafana) <= 3% of one core. Extra arms, each with a
-compose override: --old-checks, the relay's and consumer's former health checks (`python3 -c`
-every second); --rare-checks, every check every 30 s, which is what an engine that takes
-`start_interval` (Docker 25+) runs once the stack is healthy (`up` adds that override there),
-so on an older engine it shows the idle cost without the per-second checks (its `up` is slow).
-Every check, however cheap, costs a `runc exec` in the container's cgroup each time (~14 ms
-of CPU here). Stand-in images by default (EDAENV_TEST_IMAGES=official keeps the official ones);
-redpanda runs on the Kafka stand-in.
+Goal: the whole stack (every component but Grafana) <= 3% of one core. Every check, however
+cheap, costs a `runc exec` in the container's cgroup each time (~14 ms of CPU here): `up` makes
+checks rare once a service is healthy (engine/compose.py: `start_interval` on Docker 25+, the
+sleeping gate before). Extra arms, each with a compose override: --old-checks, the relay's and
+consumer's former health checks (`python3 -c` every second); --rare-checks, every check every
+30 s (what `start_interval` gives on Docker 25+). Stand-in images by default
+(EDAENV_TEST_IMAGES=official keeps the official ones); redpanda runs on the Kafka stand-in.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def prepare(
             raise UsageError(
                 bad.message, where=f"{where}#{bad.pointer}", hint=f"{bad.hint}; nothing was sent"
             ) from None
-        validator.check(data, where)
+        if not validator.is_valid(data):  # the verdict alone first: check() finds the rule
+            validator.check(data, where)
         message_key = key or aggregate_id(contract, data)
         if message_key is None:
             raise UsageError(
@@ -277,7 +278,7 @@ def seed(
     messages = batch.messages
     step = WINDOW if not rate else max(1, min(WINDOW, int(rate / 20) or 1))
     started = time.perf_counter()
-    with _first_interrupt_stops() as stop:
+    with first_interrupt_stops() as stop:
         for start in range(0, len(messages), step):
             if rate:
                 stop.wait(started + start / rate - time.perf_counter())
@@ -306,7 +307,7 @@ def seed(
 
 
 @contextmanager
-def _first_interrupt_stops() -> Iterator[threading.Event]:
+def first_interrupt_stops() -> Iterator[threading.Event]:
     """SIGINT sets the event instead of raising: a KeyboardInterrupt inside a client library's
     C code (librdkafka's flush) would leave the window in flight unaccounted for."""
     stop = threading.Event()

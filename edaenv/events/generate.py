@@ -87,11 +87,24 @@ def _object(
     if missing:
         raise _unsupported(contract, at, f"required {sorted(missing)} without properties")
     # Every declared property is generated: optional ones too, so the data shows them.
-    fields = [
-        (name, _compile(sub, root, contract, f"{at}/properties/{name}", refs))
+    makers = [
+        _compile(sub, root, contract, f"{at}/properties/{name}", refs)
         for name, sub in properties.items()
     ]
-    return lambda rng: {name: make(rng) for name, make in fields}
+    return _dict_maker(list(properties), makers)
+
+
+def _dict_maker(names: list[str], makers: list[Maker]) -> Maker:
+    """rng -> {names[i]: makers[i](rng)} as one dict display: no loop, no tuple unpacking
+    per field (a third of the cost of generating a small event)."""
+    namespace: dict[str, Any] = {}
+    items = []
+    for index, (name, make) in enumerate(zip(names, makers, strict=True)):
+        namespace[f"k{index}"], namespace[f"m{index}"] = name, make
+        items.append(f"k{index}: m{index}(rng)")
+    # Only these templates become source: the names and makers are variables.
+    maker: Maker = eval(f"lambda rng: {{{', '.join(items)}}}", namespace)
+    return maker
 
 
 def _number(schema: dict[str, Any], integer: bool, contract: Contract, at: str) -> Maker:
@@ -142,7 +155,8 @@ def _string(schema: dict[str, Any], contract: Contract, at: str) -> Maker:
     name = at.rsplit("/", 1)[-1] or "value"
     if not low <= len(name) + 9 <= high:
         return lambda rng: "".join(rng.choices(ALPHABET, k=rng.randint(low, high)))
-    return lambda rng: f"{name}-" + "".join(rng.choices(ALPHABET, k=8))
+    prefix = f"{name}-"
+    return lambda rng: f"{prefix}{rng.getrandbits(32):08x}"  # 8 characters of ALPHABET
 
 
 def _finite(*numbers: float) -> bool:

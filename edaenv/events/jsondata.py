@@ -9,6 +9,7 @@ pointer for a value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -54,7 +55,23 @@ _lenient = json.JSONDecoder().decode
 # A cheap hint that a parsed document needs the walk below; the walk decides.
 _MAY_HAVE_SURROGATE = re.compile(r"\\u[dD][89abAB]").search
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# JSONEncoder.encode() builds json's C encoder for every call, which costs about as much as
+# encoding an event: built once here with encode()'s settings (None without the C module).
+# No circular-reference markers, which a shared encoder would share between threads: a cycle
+# ends in RecursionError, which encode() reports like any data nested too deeply.
+# A private interface of the json module: any Python whose differs falls back to encode().
+_c_encode: Any = None
+with contextlib.suppress(TypeError):
+    _c_encode = json.encoder.c_make_encoder and json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+
+def _encode(data: Any) -> str:
+    if _c_encode is None or isinstance(data, str):
+        return _encoder.encode(data)
+    return "".join(_c_encode(data, 0))
 
 
 class BadJson(Exception):

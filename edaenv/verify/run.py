@@ -245,7 +245,7 @@ def _rekeyed(message: Message, key: str) -> Message:
 
 
 def _workload(state: _Run) -> None:
-    from edaenv.application.publishing import Batch, _first_interrupt_stops, write_outbox
+    from edaenv.application.publishing import Batch, first_interrupt_stops, write_outbox
 
     scenario, stack = state.scenario, state.stack
     workload = scenario.workload
@@ -269,7 +269,7 @@ def _workload(state: _Run) -> None:
     # Ctrl-C is taken between windows, as `seed` does: one inside librdkafka's flush surfaces
     # as a SystemError, not as the KeyboardInterrupt that heals and exits 130.
     with contextlib.ExitStack() as cleanup:
-        interrupted = cleanup.enter_context(_first_interrupt_stops())
+        interrupted = cleanup.enter_context(first_interrupt_stops())
         cleanup.callback(lambda: _close(broker) if broker is not None else None)
         while position < len(messages) or pending or state.timed():
             if interrupted.is_set():

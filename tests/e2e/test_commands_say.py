@@ -18,10 +18,12 @@ def test_logs_of_a_stack_that_is_not_up_says_so(make_stack: MakeStack) -> None:
     )
     stack.up("--timeout", "120")
     assert stack.edaenv("logs", "--tail", "5").code == 0
-    # Idle health checks (start_interval) only where the engine takes them (Engine API 1.44).
+    # Idle health checks: start_interval where the engine takes it (Engine API 1.44), the
+    # sleeping gate before.
     api = tuple(int(p) for p in stack.client.version()["ApiVersion"].split("."))
-    override = stack.scaffold / ".generated" / "compose.engine.yaml"
-    assert override.is_file() == (api >= (1, 44))
+    override = (stack.scaffold / ".generated" / "compose.engine.yaml").read_text()
+    assert ("start_interval" in override) == (api >= (1, 44))
+    assert ("/dev/shm/.edaenv-healthy" in override) == (api < (1, 44))
 
 
 def test_down_rmi_removes_the_images_up_built_and_no_other(

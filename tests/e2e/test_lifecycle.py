@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import socket
 import subprocess
@@ -218,6 +219,43 @@ def test_up_one_service_and_env_for_a_shell(make_stack: MakeStack) -> None:
     for key, value in stack.env().items():
         assert exported[key] == value
     check_postgres(exported)
+
+
+def test_a_healthy_service_is_checked_rarely_and_a_restarted_one_every_second(
+    make_stack: MakeStack,
+) -> None:
+    """Each health check costs the engine a `runc exec` (~14 ms of CPU): once a service is
+    healthy its checks must be rare (Docker 25+: start_interval; older engines: the gate of
+    engine/compose.py, which sleeps inside the container), yet a restarted container is
+    checked every second again until it is healthy. Counted from the engine's own events."""
+    stack = make_stack("nats", SMALL)
+    stack.up("postgres", "--timeout", "120")
+    (container,) = stack.containers()
+
+    def checks(since: float, until: float) -> list[float]:
+        """When the engine started a health check in the container, from its events."""
+        events = stack.client.events(
+            since=since, until=until, decode=True, filters={"container": container.id}
+        )
+        return [e["timeNano"] / 1e9 for e in events if e["Action"].startswith("exec_start")]
+
+    healthy_at = time.time()
+    time.sleep(25)
+    rare = checks(healthy_at, time.time())
+    assert len(rare) <= 2, f"{len(rare)} checks in 25 s of a healthy service"
+    assert all(b - a >= 10 for a, b in itertools.pairwise(rare)), rare
+
+    container.restart(timeout=0)
+    restarted = time.time()
+    container.reload()
+    while container.attrs["State"].get("Health", {}).get("Status") != "healthy":
+        assert time.time() - restarted < 15, "not healthy again within 15 s of a restart"
+        time.sleep(0.2)
+        container.reload()
+    assert time.time() - restarted < 15
+    frequent = checks(restarted, time.time())  # every second until healthy
+    assert frequent and frequent[0] - restarted < 3, (frequent, restarted)
+    assert all(b - a < 3 for a, b in itertools.pairwise(frequent)), frequent
 
 
 def test_two_stacks_side_by_side(make_stack: MakeStack) -> None:

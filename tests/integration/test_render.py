@@ -244,19 +244,20 @@ def test_compose_yaml_carries_nothing_derived_from_the_secrets(project: Path) ->
     assert b"\n  postgres-data: {}\n" in before and b"edaenv.secrets" not in before
 
 
+@pytest.mark.parametrize("api", ["1.41", "1.44"])
 @pytest.mark.parametrize("broker", BROKERS)
-def test_compose_accepts_the_idle_check_override_of_newer_engines(
-    project: Path, broker: str
+def test_compose_accepts_the_idle_check_override_of_every_engine(
+    project: Path, broker: str, api: str
 ) -> None:
-    """`up` adds it for engines with Engine API >= 1.44 (start_interval); compose must accept
-    the merged file, checked here even on an older engine."""
+    """`up` adds it: start_interval for engines with Engine API >= 1.44, the sleeping gate
+    before; compose must accept the merged file, checked here for both on this engine."""
     from edaenv.config import load_config
-    from edaenv.engine.compose import engine_override
+    from edaenv.engine.compose import IDLE_SLEEP_S, engine_override, gate
 
     init(project, broker, ())
     config = load_config(project / "edaenv.yaml")
     override = project / "eda" / ".generated" / "compose.engine.yaml"
-    override.write_text(engine_override(config, "1.44") or "")
+    override.write_text(engine_override(config, api) or "")
     merged = subprocess.run(
         [
             *compose_v2(),
@@ -276,7 +277,12 @@ def test_compose_accepts_the_idle_check_override_of_newer_engines(
     import json
 
     services = json.loads(merged.stdout)["services"]
+    committed = yaml.safe_load((project / "eda" / "compose.yaml").read_text())["services"]
     for name, service in services.items():
-        assert service["healthcheck"]["interval"] == "30s", name
-        assert service["healthcheck"]["start_interval"] == "1s", name
-        assert service["healthcheck"]["start_period"] in ("1m0s", "1m30s"), name
+        check = service["healthcheck"]
+        assert check["start_period"] in ("1m0s", "1m30s"), name
+        if api == "1.44":
+            assert (check["interval"], check["start_interval"]) == ("30s", "1s"), name
+        else:  # the committed probe inside the gate (`config` shows `$` escaped again)
+            assert check["test"] == gate(committed[name]["healthcheck"]["test"]), name
+            assert (check["interval"], check["timeout"]) == ("1s", f"{IDLE_SLEEP_S + 5}s"), name

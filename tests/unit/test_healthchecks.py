@@ -7,6 +7,9 @@ cheap (a shell builtin socket probe, busybox wget, pg_isready)."""
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edaenv.config import BROKERS, parse_config
+from edaenv.config import BROKERS, Config, parse_config
+from edaenv.engine.compose import IDLE_SLEEP_S, engine_override, gate
 from edaenv.stack.render import render_committed
 
 # A program's name, or a prefix of it ("python3.12", "kafka-topics.sh").
@@ -125,20 +129,107 @@ def test_durations() -> None:
     assert [seconds(d) for d in ("1s", "90s", "1m30s", "500ms")] == [1.0, 90.0, 90.0, 0.5]
 
 
-@pytest.mark.parametrize(
-    ("api", "written"),
-    [("1.41", False), ("1.43", False), ("1.44", True), ("1.51", True), ("", False)],
-)
-def test_engines_that_take_start_interval_get_idle_checks(api: str, written: bool) -> None:
-    from edaenv.engine.compose import engine_override
+def committed(tmp_path: Path, broker: str = "nats") -> Config:
+    """A config whose compose.yaml is rendered on disk, as `up` has it."""
+    config = parse_config(f"project: shop\nbroker: {broker}\n", tmp_path / "edaenv.yaml")
+    for name, text in render_committed(config).items():
+        (config.scaffold_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (config.scaffold_dir / name).write_text(text)
+    return config
 
-    config = parse_config("project: shop\nbroker: nats\n", Path("/r/edaenv.yaml"))
-    text = engine_override(config, api)
-    assert (text is not None) == written
-    if text is not None:
-        services = yaml.safe_load(text)["services"]
-        assert set(services) == set(config.services())
-        assert all(
-            s["healthcheck"] == {"start_interval": "1s", "interval": "30s"}
-            for s in services.values()
-        )
+
+@pytest.mark.parametrize("api", ["1.44", "1.51"])
+def test_engines_that_take_start_interval_get_idle_checks(tmp_path: Path, api: str) -> None:
+    config = committed(tmp_path)
+    services = yaml.safe_load(engine_override(config, api) or "")["services"]
+    assert set(services) == set(config.services())
+    assert all(
+        s["healthcheck"] == {"start_interval": "1s", "interval": "30s"} for s in services.values()
+    )
+
+
+@pytest.mark.parametrize("api", ["1.41", "1.43"])
+@pytest.mark.parametrize("broker", BROKERS)
+def test_older_engines_get_every_committed_check_gated(
+    tmp_path: Path, api: str, broker: str
+) -> None:
+    config = committed(tmp_path, broker)
+    services = yaml.safe_load(engine_override(config, api) or "")["services"]
+    assert {name: spec["healthcheck"] for name, spec in services.items()} == {
+        name: {"test": gate(check["test"]), "timeout": f"{IDLE_SLEEP_S + 5}s"}
+        for name, check in checks(broker).items()
+    }
+
+
+def test_an_unreadable_engine_version_gets_no_override(tmp_path: Path) -> None:
+    assert engine_override(committed(tmp_path), "") is None
+
+
+# The gate under a real shell: `sleep` is a function that says it slept, so no test waits.
+SHELLS = [name for name in ("sh", "bash", "busybox") if shutil.which(name)]
+
+
+def run_gate(shell: str, probe: list[str], stamp: Path) -> tuple[int, bool, str]:
+    """What the gated check did, as the engine runs it: (exit code, whether it slept first,
+    what the probe printed)."""
+    script = gate(probe, sleep_s=20, stamp=str(stamp))[1]
+    assert "$" not in script.replace("$$", ""), "every $ escaped for compose"
+    command = [shell, "sh", "-c"] if shell == "busybox" else [shell, "-c"]
+    said = subprocess.run(
+        [*command, "sleep() { echo slept; }; " + script.replace("$$", "$")],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    slept = said.stdout.startswith("slept\n")
+    return said.returncode, slept, said.stdout.removeprefix("slept\n")
+
+
+PROBE_WORDS = st.text(st.sampled_from("ab -'\"\\$;&|()\n*?"), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    code=st.integers(0, 255),
+    words=st.lists(PROBE_WORDS, max_size=3),
+    form=st.sampled_from(["CMD", "CMD-SHELL"]),
+    shell=st.sampled_from(SHELLS),
+)
+@example(code=0, words=["$$x", "it's"], form="CMD", shell="sh")
+def test_the_gate_keeps_the_probes_verdict_and_sleeps_only_after_a_success(
+    tmp_path_factory: pytest.TempPathFactory, code: int, words: list[str], form: str, shell: str
+) -> None:
+    stamp = tmp_path_factory.mktemp("gate") / "stamp"
+    # Any arguments, written as in compose.yaml (`$` as `$$`): they reach the probe unchanged.
+    escaped = [w.replace("$", "$$") for w in words]
+    if form == "CMD":
+        probe = [
+            "CMD",
+            "sh",
+            "-c",
+            f'for a; do printf "%s|" "$$a"; done; exit {code}',
+            "probe",
+            *escaped,
+        ]
+        printed = "".join(f"{w}|" for w in words)
+    else:
+        probe = ["CMD-SHELL", f"printf %s {shlex.quote(' '.join(escaped))}; exit {code}"]
+        printed = " ".join(words)
+    first = run_gate(shell, probe, stamp)
+    second = run_gate(shell, probe, stamp)
+    assert first == (min(code, 1), False, printed)  # starting: no stamp, no sleep
+    assert second == (min(code, 1), code == 0, printed)  # healthy a moment ago: sleep first
+    assert stamp.exists() == (code == 0)
+
+
+def test_a_failure_or_a_stale_stamp_probes_at_once(tmp_path: Path) -> None:
+    stamp = tmp_path / "stamp"
+    healthy, failing = ["CMD-SHELL", "true"], ["CMD-SHELL", "false"]
+    assert run_gate(SHELLS[0], healthy, stamp)[:2] == (0, False)
+    assert run_gate(SHELLS[0], failing, stamp)[:2] == (1, True)  # slept: it was healthy
+    assert run_gate(SHELLS[0], failing, stamp)[:2] == (1, False)  # failing: every second
+    assert run_gate(SHELLS[0], healthy, stamp)[:2] == (0, False)
+    for old in ("1", "", "garbage", "12 34"):  # a probe killed by the timeout, a torn write
+        stamp.write_text(old)
+        assert run_gate(SHELLS[0], healthy, stamp)[:2] == (0, False)
+    assert run_gate(SHELLS[0], healthy, tmp_path / "no-such-dir" / "stamp") == (0, False, "")
