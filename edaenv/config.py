@@ -5,7 +5,6 @@ Every validation error names the file, the line and the key, and says how to fix
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -47,6 +46,7 @@ SERVICE_PORTS: dict[str, dict[str, int]] = {
 # Keys an `images:` override may name: service roles, plus `python` (base of relay/consumer).
 IMAGE_KEYS = ("broker", "postgres", "jaeger", "prometheus", "grafana", "python")
 TOP_KEYS = ("version", "project", "broker", "components", "ports", "images", "scaffold")
+ANCHORS = "YAML anchors and aliases (&name, *name) are not supported in edaenv.yaml"
 
 
 @dataclass(frozen=True)
@@ -270,31 +270,6 @@ def environment_overrides(config: Config, environ: Mapping[str, str]) -> Config:
     return changed
 
 
-def _error_mark(exc: Exception, text: str) -> Any:
-    """Where a YAML error is. A key without its ':', an unclosed quote or bracket are noticed
-    only on a later line (the problem mark); the line they start on is the context mark. A key
-    without its ':' just before a mapping reads as text running on into that mapping's first
-    key, where YAML then objects to the ':'."""
-    context = getattr(exc, "context", None) or ""
-    problem = getattr(exc, "problem_mark", None)
-    if context.startswith(("while scanning a simple key", "while scanning a quoted")) or (
-        context.startswith("while parsing a flow")
-    ):
-        return getattr(exc, "context_mark", None) or problem
-    if problem is not None and getattr(exc, "problem", "") == "mapping values are not allowed here":
-        lines = text.splitlines()
-        before = [n for n in range(min(problem.line, len(lines))) if lines[n].strip()]
-        previous = lines[before[-1]].lstrip() if before else ":"
-        if ":" not in previous and not previous.startswith(("-", "#")):
-            return _Mark(before[-1])
-    return problem
-
-
-@dataclass(frozen=True)
-class _Mark:
-    line: int
-
-
 def parse_config(text: str, path: Path, display: str | None = None) -> Config:
     return _Validator(text, path, display or path.name).config()
 
@@ -316,45 +291,13 @@ def check_project_name(project: str, where: str) -> None:
 
 class _Validator:
     def __init__(self, text: str, path: Path, display: str):
-        import yaml
+        # Imported in the functions that read: `edaenv --help` loads config.py, never the YAML.
+        from edaenv.located import parse
 
         self.path = path
-        self.display = display
-        try:
-            _refuse_anchors(text, display)
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = _error_mark(exc, text)
-            line = f":{mark.line + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(
-                f"not valid YAML: {problem}",
-                where=f"{display}{line}",
-                hint="fix the YAML syntax (indentation, colons, quotes) at that line",
-            ) from None
-        self.lines: dict[tuple[str, ...], int] = {}
-        if node is not None:
-            _refuse_duplicate_keys(node, display)
-            self._index(node, ())
-        self.data: Any = data
-
-    def _index(self, node: yaml.Node, at: tuple[str, ...]) -> None:
-        import yaml
-
-        self.lines[at] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = (*at, str(key.value))
-                self._index(value, child)
-                # A mapping or list is told at its key; a value on a later line than its key
-                # (`components:` then `  grafana false`) at that value.
-                scalar = isinstance(value, yaml.ScalarNode)
-                self.lines[child] = (value if scalar else key).start_mark.line + 1
-
-    def fail(self, at: tuple[str, ...], message: str, hint: str) -> ConfigError:
-        line = self.lines.get(at) or self.lines.get(at[:-1]) or 1
-        return ConfigError(message, where=f"{self.display}:{line}", hint=hint)
+        document = parse(text, display, anchors=ANCHORS)
+        self.data: Any = document.data
+        self.fail = document.fail
 
     def mapping(self, value: Any, at: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
         if value is None:
@@ -367,13 +310,13 @@ class _Validator:
             )
         for key in value:
             if str(key) not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                guess = f"did you mean '{close[0]}'? " if close else ""
+                from edaenv.located import did_you_mean
+
                 where = "the top level" if not at else f"'{_key(at)}'"
                 raise self.fail(
                     (*at, str(key)),
                     f"unknown key '{key}' in {where}",
-                    hint=f"{guess}allowed keys: {', '.join(allowed)}",
+                    hint=f"{did_you_mean(str(key), allowed)}allowed keys: {', '.join(allowed)}",
                 )
         return {str(k): v for k, v in value.items()}
 
@@ -538,60 +481,14 @@ class _Validator:
                 seen[port] = label
 
 
-def _refuse_anchors(text: str, display: str) -> None:
-    """edaenv.yaml is a few lines of settings: anchors and aliases buy nothing there, and a
-    22-line alias bomb took 33 s and 3 GB to load. Refused from the event stream, before any
-    document is built."""
-    import yaml
-
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise ConfigError(
-                "YAML anchors and aliases (&name, *name) are not supported in edaenv.yaml",
-                where=f"{display}:{event.start_mark.line + 1 if event.start_mark else 1}",
-                hint="write the value out in full",
-            )
-
-
-def _refuse_duplicate_keys(node: yaml.Node, display: str) -> None:
-    """YAML keeps the last of two equal keys without a word; a setting written twice is a
-    mistake the user should see."""
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            name, line = str(key.value), key.start_mark.line + 1
-            if name in seen:
-                raise ConfigError(
-                    f"key '{name}' is given twice (lines {seen[name]} and {line})",
-                    where=f"{display}:{line}",
-                    hint="keep one of them",
-                )
-            seen[name] = line
-            _refuse_duplicate_keys(value, display)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _refuse_duplicate_keys(item, display)
-
-
 def _key(at: tuple[str, ...]) -> str:
     return ".".join(at) or "(top level)"
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-    }
-    shown = f" {value!r}" if isinstance(value, str | int | float | bool) else ""
-    return f"{names.get(type(value), type(value).__name__)}{shown}"
+    from edaenv.located import kind
+
+    return kind(value)
 
 
 def render_config(

@@ -13,7 +13,6 @@ scenarios); tests/unit/test_verify_scenario.py checks that the two agree on gene
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edaenv.errors import ConfigError, UsageError
+from edaenv.located import KINDS, At, Document, did_you_mean, kind, parse
 from edaenv.names import shown
 
 CONTAINER_ACTIONS = ("kill", "stop", "restart", "pause", "partition", "start", "unpause")
@@ -40,6 +40,7 @@ _DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$"
 _POSITIVE = r"^(?=[0-9.]*[1-9])[0-9]+(\.[0-9]+)?(ms|s|m|h)?$"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ANCHORS = "YAML anchors and aliases are not supported in scenarios"
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,9 @@ def find_scenarios(directory: Path, names: Sequence[str]) -> list[Scenario]:
         )
     for name in names:
         if name not in there:
-            close = difflib.get_close_matches(name, there, n=1)
-            guess = f"did you mean '{close[0]}'? " if close else ""
             raise UsageError(
                 f"no scenario {shown(name)} in {directory}",
-                hint=f"{guess}scenarios: {', '.join(there)}",
+                hint=f"{did_you_mean(name, there)}scenarios: {', '.join(there)}",
             )
     return [load_scenario(directory / f"{name}.yaml") for name in dict.fromkeys(names or there)]
 
@@ -197,77 +196,22 @@ def load_scenario(path: Path) -> Scenario:
             hint="name the file in lower case letters, digits and '-', e.g. consumer-crash.yaml",
         )
     text = read_utf8(path, where=display, hint="save the scenario as UTF-8")
-    return _Reader(text, display).scenario(path)
+    # A syntax error is told where YAML noticed it, as scenario messages always have.
+    return _Reader(parse(text, display, anchors=_ANCHORS, where_noticed=True)).scenario(path)
 
 
 class _Reader:
-    """The YAML document with the line of every value, by its path of keys and indexes."""
+    """The scenario grammar over a located document: each value checked, each mistake told at
+    its line."""
 
-    def __init__(self, text: str, display: str):
-        import yaml
-
-        self.display = display
-        try:
-            for event in yaml.parse(text, Loader=yaml.SafeLoader):
-                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                    line = event.start_mark.line + 1 if event.start_mark else 1
-                    raise self._error(
-                        line,
-                        "YAML anchors and aliases are not supported in scenarios",
-                        "write the value out in full",
-                    )
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data: Any = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            raise self._error(
-                mark.line + 1 if mark else 1,
-                f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                "fix the YAML syntax (indentation, colons, quotes) at that line",
-            ) from None
-        self.lines: dict[tuple[str | int, ...], int] = {}
-        if node is not None:
-            self._index(node, ())
-
-    def _index(self, node: Any, at: tuple[str | int, ...]) -> None:
-        import yaml
-
-        self.lines[at] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in node.value:
-                name = str(key.value)
-                if name in seen:
-                    raise self._error(
-                        key.start_mark.line + 1,
-                        f"key '{name}' is given twice (lines {seen[name]} and "
-                        f"{key.start_mark.line + 1})",
-                        "keep one of them",
-                    )
-                seen[name] = key.start_mark.line + 1
-                self._index(value, (*at, name))
-                if not isinstance(value, yaml.ScalarNode):
-                    self.lines[(*at, name)] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self._index(item, (*at, index))
-
-    def _error(self, line: int, message: str, hint: str) -> ConfigError:
-        return ConfigError(message, where=f"{self.display}:{line}", hint=hint)
-
-    def where(self, at: tuple[str | int, ...]) -> str:
-        while at and at not in self.lines:
-            at = at[:-1]
-        return f"{self.display}:{self.lines.get(at, 1)}"
-
-    def fail(self, at: tuple[str | int, ...], message: str, hint: str) -> ConfigError:
-        return ConfigError(message, where=self.where(at), hint=hint)
+    def __init__(self, document: Document):
+        self.data = document.data
+        self.where = document.where
+        self.fail = document.fail
 
     # --- values ---------------------------------------------------------------------------
 
-    def mapping(
-        self, value: Any, at: tuple[str | int, ...], allowed: Sequence[str]
-    ) -> dict[str, Any]:
+    def mapping(self, value: Any, at: At, allowed: Sequence[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(
                 at,
@@ -276,16 +220,14 @@ class _Reader:
             )
         for key in value:
             if str(key) not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                guess = f"did you mean '{close[0]}'? " if close else ""
                 raise self.fail(
                     (*at, str(key)),
                     f"unknown key {shown(str(key))} in {_name(at)}",
-                    f"{guess}keys: {', '.join(allowed)}",
+                    f"{did_you_mean(str(key), allowed)}keys: {', '.join(allowed)}",
                 )
         return {str(k): v for k, v in value.items()}
 
-    def integer(self, value: Any, at: tuple[str | int, ...], low: int, high: int) -> int:
+    def integer(self, value: Any, at: At, low: int, high: int) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -296,7 +238,7 @@ class _Reader:
             )
         return value
 
-    def number(self, value: Any, at: tuple[str | int, ...], high: float) -> float:
+    def number(self, value: Any, at: At, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
             raise self.fail(
                 at,
@@ -305,23 +247,21 @@ class _Reader:
             )
         return float(value)
 
-    def text(self, value: Any, at: tuple[str | int, ...], hint: str) -> str:
+    def text(self, value: Any, at: At, hint: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(at, f"{_name(at)} must be a non-empty string, got {_kind(value)}", hint)
         return value
 
-    def role(self, value: Any, at: tuple[str | int, ...]) -> str:
+    def role(self, value: Any, at: At) -> str:
         if value not in ROLES:
-            close = difflib.get_close_matches(str(value), ROLES, n=1)
-            guess = f"did you mean '{close[0]}'? " if close else ""
             raise self.fail(
                 at,
                 f"{_name(at)} must be a role, got {_kind(value)}",
-                f"{guess}roles: {', '.join(ROLES)}",
+                f"{did_you_mean(str(value), ROLES)}roles: {', '.join(ROLES)}",
             )
         return str(value)
 
-    def duration(self, value: Any, at: tuple[str | int, ...], *, positive: bool) -> float:
+    def duration(self, value: Any, at: At, *, positive: bool) -> float:
         seconds: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
@@ -360,7 +300,7 @@ class _Reader:
         )
 
     def workload(self, value: Any) -> Workload:
-        at: tuple[str | int, ...] = ("workload",)
+        at: At = ("workload",)
         fields = self.mapping(value, at, ("event", "via", "count", "rate", "aggregates"))
         default = Workload()
         via = fields.get("via", default.via)
@@ -386,7 +326,7 @@ class _Reader:
         )
 
     def step(self, value: Any, index: int) -> Step:
-        at: tuple[str | int, ...] = ("steps", index)
+        at: At = ("steps", index)
         keys = ("action", "role", "at", "after_events", "lasting", "count")
         fields = self.mapping(value, at, keys)
         where = self.where(at)
@@ -444,7 +384,7 @@ class _Reader:
         )
 
     def check(self, value: Any) -> Check:
-        at: tuple[str | int, ...] = ("check",)
+        at: At = ("check",)
         fields = self.mapping(value, at, ("consumer", "effects", "quiet_timeout"))
         default = Check()
         effects = fields.get("effects", default.effects)
@@ -469,14 +409,14 @@ class _Reader:
         )
 
 
-def _name(at: tuple[str | int, ...]) -> str:
+def _name(at: At) -> str:
     parts = [str(p) if isinstance(p, str) else f"[{p + 1}]" for p in at]
     return "'" + ".".join(parts).replace(".[", "[") + "'" if parts else "the scenario"
 
 
+# The words scenario messages use: "got a number 3", "got text 'brokr'".
+_KINDS = {**KINDS, int: "a number", str: "text"}
+
+
 def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "text"}
-    name = names.get(type(value), "a list" if isinstance(value, list) else "a mapping")
-    return f"{name} {shown(value)}" if isinstance(value, bool | int | float | str) else name
+    return kind(value, names=_KINDS, quote=shown)
