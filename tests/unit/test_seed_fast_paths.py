@@ -7,7 +7,6 @@ import json
 import random
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,9 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edaenv.events import jsondata
-from edaenv.events.contracts import Contract
 from edaenv.events.envelope import Envelope
 from edaenv.events.generate import ALPHABET, generator
+from tests.unit.test_events import contract
 
 SCHEMA: dict[str, Any] = {
     "$id": "urn:shop:events:OrderPlaced:v1",
@@ -30,19 +29,6 @@ SCHEMA: dict[str, Any] = {
         "total": {"type": "number", "minimum": 0, "maximum": 1000000},
     },
 }
-
-
-def contract(schema: dict[str, Any]) -> Contract:
-    return Contract(
-        event="OrderPlaced",
-        version=1,
-        topic="orders",
-        key="orderId",
-        owner="orders-team",
-        aggregate="Order",
-        schema=schema,
-        path=Path("events/OrderPlaced.v1.schema.json"),
-    )
 
 
 def test_every_envelope_has_a_fresh_v4_uuid_and_its_own_trace_context() -> None:
