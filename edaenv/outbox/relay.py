@@ -10,6 +10,15 @@ How a batch works (one transaction, one claiming statement):
 4. publish them and wait for the broker's acknowledgement of every one;
 5. mark them published and commit, which releases the locks.
 
+The pipeline (Relay.pump): PIPELINE batches are in flight at once, each of batch_size / PIPELINE
+rows, in its own transaction on its own connection, and the steps run on three threads: the
+claiming thread does 1-3 on a free connection; the publisher thread does 4 for one batch after
+the other, in claim order; the marker thread does 5 for each batch once its acknowledgement is
+in, on the batch's connection, which is then free for the next claim. No connection is used by
+two threads at once: a batch's connection passes from the claim to the marker and back. A
+failure anywhere stops the pipeline: the batches queued behind it are not published, and every
+batch not yet committed is rolled back.
+
 Invariants:
 - Rows of an aggregate are claimed only by the transaction holding its advisory lock. A holder
   always publishes a prefix (in seq order) of its aggregate's unpublished rows and commits
@@ -26,7 +35,10 @@ Invariants:
   commit out of order (a lower seq committing last) are never skipped.
 - A row is marked published only after the broker acked it, with the time of that
   acknowledgement. A crash between the ack and the commit publishes the batch again
-  (duplicates, never losses); consumers deduplicate by event id.
+  (duplicates, never losses); consumers deduplicate by event id. The batches in flight hold
+  batch_size rows at most together, so a crash publishes at most batch_size rows again.
+- A claim skips the aggregates that the relay's own batches in flight hold, exactly as it skips
+  another relay's: the pipeline keeps per-aggregate order as several relays do.
 - A row the relay cannot publish (no contract for its type, a payload breaking its contract,
   headers that are not an object, too large for the broker) is recorded in outbox_stuck (see
   stuck.py) and its aggregate is left out of the claims until the next retry: its later rows
@@ -42,7 +54,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -66,6 +78,11 @@ log = logging.getLogger("edaenv.relay")
 
 # First key of the two-int advisory locks: keeps the relay's locks apart from the application's.
 LOCK_SPACE = 0x0ED0B0C5 - (1 << 31)
+
+# Batches in flight at once in pump(), each of batch_size / PIPELINE rows on its own connection.
+# More (smaller) batches were measured slower with bench/relay.py: every batch costs a claim, a
+# mark, a commit and a broker request whatever its size.
+PIPELINE = 2
 
 # Steps 1-3 in one statement. The CTEs are materialized: each aggregate's lock is tried once,
 # at one moment, and then all of its head rows are claimed in seq order, or none. Locks are
@@ -133,6 +150,21 @@ class _Batch:
     rows: list[tuple[Row, Destination]]  # the rows to publish, with where they go
     started: float
     spans: list[Any] = field(default_factory=list)  # started when the batch is published
+
+
+class _Failure:
+    """The first error of a pipeline: once there is one, no batch of it is published or marked
+    any more (those that find it set raise CancelledError, a consequence, never recorded)."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def set(self, error: BaseException) -> None:
+        if self.error is None and not isinstance(error, CancelledError):
+            self.error = error
+
+    def is_set(self) -> bool:
+        return self.error is not None
 
 
 @dataclass(frozen=True)
@@ -258,7 +290,7 @@ class Relay:
         self.healthy = False
         self._stop = threading.Event()
         self._conns: tuple[psycopg.Connection[Any], ...] = ()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: dict[str, ThreadPoolExecutor] = {}
         self._listen: psycopg.Connection[Any] | None = None
         self._contended = False
         self._topology_ready = False
@@ -326,35 +358,46 @@ class Relay:
     def pump(self) -> int:
         """Relay batches until a claim finds nothing (or stop() was called); rows published.
 
-        Two batches of half the batch size overlap, each in its own transaction on its own
-        connection: while one is published (on the publisher thread), the next is claimed and
-        queued behind it; the first is marked once acknowledged while the publisher goes on
-        with the second. A claim skips the aggregates the batch in flight holds, exactly as
-        another relay's would, so per-aggregate order is kept. Each batch is marked only after
-        its own acknowledgement, and a crash re-publishes at most batch_size rows."""
+        The pipeline of the module docstring: this thread claims, the publisher thread
+        publishes, the marker thread marks and commits, each on a batch of its own, so that a
+        claim waits neither for a publish nor for a commit, and a publish for no database work.
+        A new batch is claimed once a connection is free, i.e. once the oldest batch in flight
+        is committed (or when one is free from the start). A batch is marked only after its own
+        acknowledgement; the batches in flight hold batch_size rows at most together (a batch
+        size below PIPELINE gives fewer, one-row batches). stop() ends the claims and every
+        batch in flight is still published and marked. On a failure, no later batch is
+        published, every batch in flight not yet committed is rolled back, and the first error
+        is raised once none is left in flight."""
         self._ready()
+        depth = min(PIPELINE, self.options.batch_size)
+        part = self.options.batch_size // depth
+        free = list(self._conns[:depth])
+        inflight: deque[tuple[_Batch, Future[datetime], Future[int]]] = deque()
+        failed = _Failure()  # set by whichever thread sees a failure first
         total = 0
-        inflight: deque[tuple[_Batch, Future[datetime]]] = deque()  # <= 1 when claiming
-        # Two halves in flight at most, so never more than batch_size rows (a batch size of 1
-        # does not overlap).
-        depth = 2 if self.options.batch_size >= 2 else 1
-        half = self.options.batch_size // depth
         try:
             while not self._stop.is_set():
-                held = inflight[0][0].conn if inflight else None
-                conn = self._conns[1] if held is self._conns[0] else self._conns[0]
-                batch = self._claim(conn, limit=half, scan=half * (1 + len(inflight)))
+                if not free:
+                    oldest, _, marked = inflight.popleft()
+                    total += marked.result()
+                    free.append(oldest.conn)
+                batch = self._claim(free[-1], limit=part, scan=part * (1 + len(inflight)))
                 if batch is None:
                     break
-                inflight.append((batch, self._publisher.submit(self._publish, batch)))
-                if len(inflight) == depth:
-                    total += self._settle(*inflight.popleft())
+                free.pop()
+                published = self._publisher.submit(self._publish, batch, failed)
+                marked = self._marker.submit(self._settle, batch, published, failed)
+                inflight.append((batch, published, marked))
             while inflight:
-                total += self._settle(*inflight.popleft())
+                total += inflight[0][2].result()
+                inflight.popleft()
         except BaseException as exc:
-            for batch, published in inflight:  # queued behind a failure: roll back once done
-                wait([published])
-                self._abort(batch, exc)
+            failed.set(exc)
+            for _, published, _ in inflight:
+                published.cancel()  # not started yet: never published, its marker rolls back
+            wait([marked for _, _, marked in inflight])
+            if isinstance(exc, CancelledError) and failed.error is not None:
+                raise failed.error from None  # the cause, not a batch rolled back because of it
             raise
         return total
 
@@ -381,15 +424,23 @@ class Relay:
             if conn is not None and not conn.closed:
                 conn.close()
         self._conns, self._listen = (), None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)
+        self._executors.clear()
+
+    def _thread(self, name: str) -> ThreadPoolExecutor:
+        """One thread doing one stage of the pipeline, in the order work was submitted."""
+        if name not in self._executors:
+            self._executors[name] = ThreadPoolExecutor(1, thread_name_prefix=f"relay-{name}")
+        return self._executors[name]
 
     @property
     def _publisher(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="relay-publish")
-        return self._executor
+        return self._thread("publish")
+
+    @property
+    def _marker(self) -> ThreadPoolExecutor:
+        return self._thread("mark")
 
     def _claim(self, conn: psycopg.Connection[Any], limit: int, scan: int) -> _Batch | None:
         """Claim a batch on conn; its transaction stays open (locks held) when rows were
@@ -422,8 +473,19 @@ class Relay:
                 conn.rollback()
             raise
 
-    def _publish(self, batch: _Batch) -> datetime:
-        """Publish a batch; when the broker acknowledged every message of it."""
+    def _publish(self, batch: _Batch, failed: _Failure | None = None) -> datetime:
+        """Publish a batch; when the broker acknowledged every message of it. Once a batch of
+        the pipeline failed (`failed`), the batches queued behind it are not published."""
+        if failed is not None and failed.is_set():
+            raise CancelledError("another batch in flight failed")
+        try:
+            return self._send(batch)
+        except BaseException as exc:
+            if failed is not None:
+                failed.set(exc)
+            raise
+
+    def _send(self, batch: _Batch) -> datetime:
         messages = []
         for row, destination in batch.rows:
             message = to_message(row, destination)
@@ -433,20 +495,20 @@ class Relay:
         self.broker.publish(messages)
         return datetime.now(UTC)
 
-    def _settle(self, batch: _Batch, published: Future[datetime]) -> int:
-        """Wait for a batch's acknowledgement, then mark it; on failure roll it back."""
+    def _settle(
+        self, batch: _Batch, published: Future[datetime], failed: _Failure | None = None
+    ) -> int:
+        """Wait for a batch's acknowledgement, then mark it and commit. On a failure, its own or
+        (with `failed`) another batch's of the pipeline, roll it back instead."""
         try:
             acked = published.result()
-        except BaseException as exc:
-            self._abort(batch, exc)
-            raise
-        return self._finish(batch, acked)
-
-    def _finish(self, batch: _Batch, acked: datetime) -> int:
-        try:
+            if failed is not None and failed.is_set():
+                raise CancelledError("another batch in flight failed")
             batch.conn.execute(MARK, {"rows": [row.ctid for row, _ in batch.rows], "acked": acked})
             batch.conn.commit()
         except BaseException as exc:
+            if failed is not None:
+                failed.set(exc)
             self._abort(batch, exc)
             raise
         self._end_spans(batch.spans, None)
@@ -615,14 +677,14 @@ class Relay:
     def _connect(self) -> None:
         import psycopg
 
-        if len(self._conns) != 2 or any(conn.closed for conn in self._conns):
+        if len(self._conns) != PIPELINE or any(conn.closed for conn in self._conns):
             for conn in self._conns:
                 conn.close()
             self._conns = tuple(
                 psycopg.connect(
                     self.database_url, application_name="edaenv-relay", **DATABASE_OPTIONS
                 )
-                for _ in range(2)
+                for _ in range(PIPELINE)
             )
         if self._listen is None or self._listen.closed:
             self._listen = psycopg.connect(
