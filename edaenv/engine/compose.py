@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edaenv.config import Config
 from edaenv.errors import OUTPUT_LINES, EngineError
@@ -53,7 +54,7 @@ def compose_files(config: Config) -> list[str]:
 # .generated/:
 # - Engine API >= 1.44 (Docker 25+): `start_interval`, every second while a service starts,
 #   then every IDLE_INTERVAL;
-# - older engines (compose refuses `start_interval` there): each check goes through GATE, which
+# - older engines (compose refuses `start_interval` there): each check goes through gate(), which
 #   waits IDLE_SLEEP_S inside the container before probing when the previous probe succeeded
 #   moments ago. The next check starts a second after the previous one ends, so a healthy
 #   service is probed about every IDLE_SLEEP_S + 1 s (sleeping costs nothing), while one that is
@@ -117,12 +118,18 @@ def _committed_checks(config: Config) -> dict[str, list[str]]:
     """Each service's health check test in the committed compose.yaml."""
     import yaml
 
-    compose = yaml.safe_load(config.compose_file.read_text(encoding="utf-8"))
+    def mapping(value: object) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    # edaenv wrote the file; one edited by hand into something else is compose's to report.
+    services = mapping(
+        mapping(yaml.safe_load(config.compose_file.read_text("utf-8"))).get("services")
+    )
     found = {}
     for service in config.services():
-        test = ((compose.get("services") or {}).get(service) or {}).get("healthcheck", {})
-        if isinstance(test.get("test"), list) and test["test"][:1] in (["CMD"], ["CMD-SHELL"]):
-            found[service] = test["test"]
+        test = mapping(mapping(services.get(service)).get("healthcheck")).get("test")
+        if isinstance(test, list) and test[:1] in (["CMD"], ["CMD-SHELL"]):
+            found[service] = test
     return found
 
 

@@ -233,3 +233,12 @@ def test_a_failure_or_a_stale_stamp_probes_at_once(tmp_path: Path) -> None:
         stamp.write_text(old)
         assert run_gate(SHELLS[0], healthy, stamp)[:2] == (0, False)
     assert run_gate(SHELLS[0], healthy, tmp_path / "no-such-dir" / "stamp") == (0, False, "")
+
+
+@pytest.mark.parametrize("text", ["", "services: 3\n", "services:\n  broker: [1]\n", "- a\n"])
+def test_a_compose_file_edited_out_of_shape_gets_no_gate_and_no_crash(
+    tmp_path: Path, text: str
+) -> None:
+    config = committed(tmp_path)
+    config.compose_file.write_text(text)
+    assert yaml.safe_load(engine_override(config, "1.41") or "") == {"services": {}}
