@@ -593,6 +593,21 @@ def test_an_unversioned_event_type_goes_out_as_its_latest_version(
     assert first["attributes"]["dataschema"] == v1["$id"]
 
 
+def stopped(pid: int) -> None:
+    """Returns once every thread of `pid` is stopped (a stop signal reaches a process's threads
+    one by one): a thread still running could answer a request sent after the signal."""
+    deadline = time.monotonic() + 5
+    while True:
+        states = {
+            (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        }
+        if states == {"T"}:
+            return
+        assert time.monotonic() < deadline, f"process {pid} not stopped: thread states {states}"
+        time.sleep(0.01)
+
+
 @pytest.mark.kafka
 def test_published_at_is_when_the_broker_acknowledged() -> None:
     # Our own broker, stopped (SIGSTOP) while the relay publishes: the acknowledgement comes
@@ -609,6 +624,7 @@ def test_published_at_is_when_the_broker_acknowledged() -> None:
             with psycopg.connect(url) as conn:
                 conn.execute(INSERT, row)
             os.kill(tansu.process.pid, signal.SIGSTOP)
+            stopped(tansu.process.pid)
             published: list[int] = []
             worker = threading.Thread(target=lambda: published.append(relay.relay_batch()))
             worker.start()
