@@ -122,9 +122,10 @@ def _committed_checks(config: Config) -> dict[str, list[str]]:
         return value if isinstance(value, dict) else {}
 
     # edaenv wrote the file; one edited by hand into something else is compose's to report.
-    services = mapping(
-        mapping(yaml.safe_load(config.compose_file.read_text("utf-8"))).get("services")
-    )
+    # libyaml's safe loader where there is one: ~1 ms rather than ~7 on every `up`.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = config.compose_file.read_text("utf-8")
+    services = mapping(mapping(yaml.load(text, Loader=loader)).get("services"))
     found = {}
     for service in config.services():
         test = mapping(mapping(services.get(service)).get("healthcheck")).get("test")

@@ -60,7 +60,7 @@ _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 # encoding an event: built once here with encode()'s settings (None without the C module).
 # No circular-reference markers, which a shared encoder would share between threads: a cycle
 # ends in RecursionError, which encode() reports like any data nested too deeply.
-# A private interface of the json module: any Python whose differs falls back to encode().
+# A private interface of the json module: a Python where it differs falls back to encode().
 _c_encode: Any = None
 with contextlib.suppress(TypeError):
     _c_encode = json.encoder.c_make_encoder and json.encoder.c_make_encoder(  # type: ignore[attr-defined]
