@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 from edaenv import __version__
 from tests.conftest import run_edaenv
-
-HEAVY = (
-    "copier",
-    "docker",
-    "jinja2",
-    "confluent_kafka",
-    "pika",
-    "nats",
-    "psycopg",
-    "jsonschema",
-    "kafka",
-    "opentelemetry",
-    "prometheus_client",
-)
+from tests.unit.test_cli_imports import loaded
 
 
 def test_version_alike_from_console_script_and_module() -> None:
@@ -42,31 +28,10 @@ def test_help_lists_the_commands() -> None:
         assert command in result.out
 
 
-def loaded_modules(*argv: str) -> set[str]:
-    """The modules imported by one `edaenv ARGV...` run."""
-    probe = (
-        "import sys, runpy\n"
-        f"sys.argv = ['edaenv', *{list(argv)!r}]\n"
-        "try:\n"
-        "    runpy.run_module('edaenv', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "import json\n"
-        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
-
-
-def test_help_imports_no_heavy_module() -> None:
-    loaded = loaded_modules("--help")
-    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
-
-
 def test_parsing_a_commands_parameters_imports_no_pydantic() -> None:
     # typer 0.26+ parses every parameter through pydantic: ~90 ms more for each command run.
-    loaded = loaded_modules("seed", "OrderPlaced", "--count", "5", "--rate", "fast")
-    assert "typer" in loaded and "pydantic" not in loaded
+    modules = loaded("seed", "OrderPlaced", "--count", "5", "--rate", "fast")
+    assert "typer" in modules and "pydantic" not in modules
 
 
 def test_help_describes_arguments() -> None:
