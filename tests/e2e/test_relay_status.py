@@ -63,10 +63,17 @@ def test_status_metrics_and_bundle_show_a_row_the_relay_cannot_publish(
     assert (row["id"], row["pointer"], row["rule"]) == (bad, "/total", "minimum")
 
     # Through the port published on 127.0.0.1: the relay listens on the compose network.
+    # The gauge is sampled every few seconds (Options.stats_every), not when the row is recorded.
     url = f"{env['EDAENV_RELAY_METRICS_URL']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        metrics = response.read().decode()
-    assert 'edaenv_outbox_stuck_rows{reason="invalid-payload"} 1.0' in metrics
+    stuck_line = 'edaenv_outbox_stuck_rows{reason="invalid-payload"} 1.0'
+    deadline = time.monotonic() + 15
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            metrics = response.read().decode()
+        if stuck_line in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert stuck_line in metrics
 
     assert stack.edaenv("bundle", "bundle").code == 0
     outbox = json.loads((stack.root / "bundle" / "outbox.json").read_text())

@@ -146,6 +146,10 @@ def test_relay_publishes_with_envelope_marks_and_exposes_metrics(
     with RelayThread(db, broker, topic, stats_every=0.0) as relay:
         server = serve(0, relay.metrics.registry, lambda: relay.relay.healthy, host="127.0.0.1")
         wait_drained(db, 30)
+        # The counter moves just after the commit that marks the rows; the gauges every pass.
+        deadline = time.monotonic() + 10
+        while relay.value("edaenv_relay_published_total") < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(0.5)
         port = server.server_address[1]
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
