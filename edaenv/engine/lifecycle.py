@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +303,14 @@ def _failure(
         if state is None and image is not None and not _image_present(client, image):
             pulls[name] = image
         causes[name] = cause(state, attrs, image=pulls.get(name), said=compose_said)
+    # A container never started: did it wait for one that failed or is still starting, or did
+    # `up` stop first?
+    starting = {name for name, said in causes.items() if said == STILL_STARTING}
+    failed = {name for name, said in causes.items() if not said.startswith("not ")} - starting
+    for name, said in causes.items():
+        if said.startswith("not started"):
+            attrs = found[name].attrs if name in found else {}
+            causes[name] = cause(final[name], attrs, failed=failed, starting=starting)
     if pulls:
         # compose pulls before it creates anything: one image it cannot pull stops it all.
         for name, said in causes.items():
@@ -332,8 +340,10 @@ def _failure(
                 details.append("  last log lines:")
                 details += [f"    | {line}" for line in logs]
     names = ", ".join(causes)
-    first = next((n for n, said in causes.items() if said != STILL_STARTING), next(iter(causes)))
-    if all(said == STILL_STARTING for said in causes.values()):
+    # "Still starting", or not started because what it waits for is: a timeout.
+    pending = [said.endswith(STILL_STARTING) for said in causes.values()]
+    first = next((n for n, p in zip(causes, pending, strict=True) if not p), next(iter(causes)))
+    if all(pending):
         return ServiceFailed(
             f"{names} did not become healthy within {timeout:g}s (still starting)\n"
             + "\n".join(details),
@@ -355,6 +365,7 @@ def _failure(
 
 
 STILL_STARTING = "still starting"
+DEPENDS_ON_LABEL = "com.docker.compose.depends_on"  # "name:condition:restart,..."
 
 
 def broken_for_good(state: ServiceState) -> bool:
@@ -375,10 +386,13 @@ def cause(
     *,
     image: str | None = None,
     said: str = "",
+    failed: Collection[str] = (),
+    starting: Collection[str] = (),
 ) -> str:
     """Why a service is not ready, in a few words a user can act on. attrs: the container's
     inspect data ({} without a container); image: the image it needs that is not on this
-    machine; said: what compose printed when it failed."""
+    machine; said: what compose printed when it failed; failed, starting: the services that
+    failed, and those still starting."""
     if state is None:
         if image is not None:
             return f"image {image} is not here and could not be pulled"
@@ -406,7 +420,13 @@ def cause(
         last = f"exited with code {code}{killed}" if state.state == "restarting" else "running"
         return f"restarting: {last}, restarted {restarted} time(s)"
     if state.state == "created":
-        return "not started: it waits for a service that failed"
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        needs = [dep.split(":")[0] for dep in labels.get(DEPENDS_ON_LABEL, "").split(",")]
+        for among, which in ((failed, "which failed"), (starting, STILL_STARTING)):
+            waits = [need for need in needs if need in among]
+            if waits:
+                return f"not started: it waits for {', '.join(waits)}, {which}"
+        return "not started: `up` stopped at the first failure, before compose started it"
     if state.state == "running" and state.health == "starting":
         return STILL_STARTING
     return state.shown()

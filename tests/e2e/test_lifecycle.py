@@ -307,7 +307,7 @@ def test_no_engine_fails_fast(
 
 
 def test_service_never_healthy_fails_within_timeout_and_shows_why(make_stack: MakeStack) -> None:
-    stack = make_stack("nats", SMALL)
+    stack = make_stack("nats", ("postgres", "outbox"))
     stack.override(
         "services:\n"
         "  postgres:\n"
@@ -317,7 +317,9 @@ def test_service_never_healthy_fails_within_timeout_and_shows_why(make_stack: Ma
     result = stack.edaenv("up", "--timeout", "8", timeout=120)
     assert result.code == 1, result.text
     assert result.seconds < 8 + 20
-    assert "postgres did not become healthy within 8s" in result.err
+    assert "postgres, relay did not become healthy within 8s (still starting)" in result.err
+    # The relay needs postgres healthy: compose never started it.
+    assert "relay: not started: it waits for postgres, still starting" in result.err
     assert "e2e: deliberately unhealthy" in result.err  # its health check output
     assert "last log lines:" in result.err and "Traceback" not in result.text
     status = stack.status()

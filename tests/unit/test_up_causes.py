@@ -43,6 +43,11 @@ def attrs(
     return {"State": engine_state, "RestartCount": restart_count}
 
 
+def depends_on(data: dict[str, Any], label: str) -> dict[str, Any]:
+    """data with compose's depends_on label ("name:condition:restart,...")."""
+    return {**data, "Config": {"Labels": {"com.docker.compose.depends_on": label}}}
+
+
 OCI = (
     "OCI runtime create failed: runc create failed: unable to start container process: "
     'exec: "nats-server": executable file not found in $PATH: unknown'
@@ -105,15 +110,39 @@ OCI = (
         ),
         (
             state("created", None),
+            depends_on(
+                attrs("created"), "broker:service_healthy:false,postgres:service_healthy:false"
+            ),
+            {"failed": {"postgres", "consumer"}},
+            "not started: it waits for postgres, which failed",
+        ),
+        (
+            state("created", None),
+            depends_on(
+                attrs("created"), "broker:service_healthy:false,postgres:service_healthy:false"
+            ),
+            {"failed": {"consumer"}},
+            "not started: `up` stopped at the first failure, before compose started it",
+        ),
+        (
+            state("created", None),
+            depends_on(
+                attrs("created"), "broker:service_healthy:false,postgres:service_healthy:false"
+            ),
+            {"failed": {"consumer"}, "starting": {"postgres"}},
+            "not started: it waits for postgres, still starting",
+        ),
+        (
+            state("created", None),
             attrs("created"),
             {},
-            "not started: it waits for a service that failed",
+            "not started: `up` stopped at the first failure, before compose started it",
         ),
         (state("running", "starting"), attrs(), {}, STILL_STARTING),
     ],
 )
 def test_cause_names_what_the_engine_says(
-    shown: ServiceState | None, data: dict[str, Any], kwargs: dict[str, str], expected: str
+    shown: ServiceState | None, data: dict[str, Any], kwargs: dict[str, Any], expected: str
 ) -> None:
     assert cause(shown, data, **kwargs) == expected
 
