@@ -156,6 +156,7 @@ class ConsumerThread:
         self.consumer.stop.set()
         self.thread.join(20)
         assert not self.thread.is_alive()
+        self.consumer.broker.close()  # the consumer's main() closes it in the product
 
 
 def side_effects(url: str) -> tuple[int, int, int]:
