@@ -340,8 +340,7 @@ def _failure(
                 details.append("  last log lines:")
                 details += [f"    | {line}" for line in logs]
     names = ", ".join(causes)
-    # "Still starting", or not started because what it waits for is: a timeout.
-    pending = [said.endswith(STILL_STARTING) for said in causes.values()]
+    pending = [waits_only(said) for said in causes.values()]
     first = next((n for n, p in zip(causes, pending, strict=True) if not p), next(iter(causes)))
     if all(pending):
         return ServiceFailed(
@@ -365,7 +364,17 @@ def _failure(
 
 
 STILL_STARTING = "still starting"
+WAITS_FOR = "not started: it waits for "
 DEPENDS_ON_LABEL = "com.docker.compose.depends_on"  # "name:condition:restart,..."
+
+
+def waits_only(said: str) -> bool:
+    """Whether a cause is only a matter of time: still starting, or never started because what
+    it waits for is still starting (service names hold no ", "). Never a health check's output
+    that happens to end so."""
+    return said == STILL_STARTING or (
+        said.startswith(WAITS_FOR) and said.endswith(f", {STILL_STARTING}")
+    )
 
 
 def broken_for_good(state: ServiceState) -> bool:
@@ -425,7 +434,7 @@ def cause(
         for among, which in ((failed, "which failed"), (starting, STILL_STARTING)):
             waits = [need for need in needs if need in among]
             if waits:
-                return f"not started: it waits for {', '.join(waits)}, {which}"
+                return f"{WAITS_FOR}{', '.join(waits)}, {which}"
         return "not started: `up` stopped at the first failure, before compose started it"
     if state.state == "running" and state.health == "starting":
         return STILL_STARTING

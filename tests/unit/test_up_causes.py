@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edaenv.engine.lifecycle import STILL_STARTING, broken_for_good, cause
+from edaenv.engine.lifecycle import STILL_STARTING, broken_for_good, cause, waits_only
 from edaenv.engine.status import ServiceState
 from edaenv.engine.watch import restarts
 
@@ -207,3 +207,19 @@ def test_only_a_service_still_starting_is_called_so(
     )
     assert (said == STILL_STARTING) is starting, said
     assert said.strip() and "timeout" not in said
+
+
+@pytest.mark.parametrize(
+    ("said", "pending"),
+    [
+        (STILL_STARTING, True),
+        ("not started: it waits for postgres, still starting", True),
+        ("not started: it waits for broker, postgres, still starting", True),
+        ("not started: it waits for postgres, which failed", False),
+        ("not started: `up` stopped at the first failure, before compose started it", False),
+        ("unhealthy: the database system is still starting", False),  # a probe's own words
+        ("exited with code 3", False),
+    ],
+)
+def test_only_what_time_would_mend_counts_as_a_timeout(said: str, pending: bool) -> None:
+    assert waits_only(said) is pending
